@@ -1,0 +1,82 @@
+// Alignment, Method and Dataset: the training-side plugin interfaces.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include "cab/export.h"
+#include "cab/plugin/bridge.h"
+#include "cab/plugin/component.h"
+#include "cab/plugin/model.h"
+#include "cab/plugin/taps.h"
+
+namespace cab {
+
+/// A loss with its named terms (each streamed to the run store separately).
+struct CAB_API LossTerms {
+  at::Tensor total;
+  std::map<std::string, at::Tensor> terms;
+};
+
+/// A mini-batch: inputs (images or token ids) and targets (labels or next tokens).
+struct CAB_API Batch {
+  at::Tensor inputs;
+  at::Tensor targets;
+};
+
+/// What an alignment builds itself from: both models, and bridges made by the configured bridge plugin.
+struct CAB_API AlignmentContext {
+  const Teacher* teacher = nullptr;
+  const Student* student = nullptr;
+  std::function<std::shared_ptr<Bridge>(int64_t in_features, int64_t out_features)> make_bridge;
+};
+
+/// Pairs student and teacher layers and produces an alignment loss from their taps.
+class CAB_API Alignment : public Component, public torch::nn::Module {
+ public:
+  ~Alignment() override;
+  virtual void setup(const AlignmentContext& context) = 0;
+  virtual TapRequest teacher_taps() const = 0;
+  virtual TapRequest student_taps() const = 0;
+  virtual LossTerms loss(const Taps& student, const Taps& teacher) = 0;
+};
+
+/// What a method is given: the models (teacher null for methods without one) and the alignment, if any.
+struct CAB_API MethodContext {
+  std::shared_ptr<Teacher> teacher;
+  std::shared_ptr<Student> student;
+  std::shared_ptr<Alignment> alignment;
+};
+
+/// The whole training objective and its stage schedule (vanilla, soft-kd, mohawk, cab, ...).
+class CAB_API Method : public Component, public torch::nn::Module {
+ public:
+  ~Method() override;
+  virtual bool needs_teacher() const = 0;
+  virtual void setup(const MethodContext& context) = 0;
+  /// Stage name at a step (recorded with the metrics); single-stage methods return "main".
+  virtual std::string stage(int64_t step) const;
+  virtual LossTerms loss(const Batch& batch, int64_t step) = 0;
+};
+
+enum class Split : std::uint8_t { train = 0, test = 1 };
+
+/// A data source with a deterministic, seeded subset (fraction) of its training split.
+class CAB_API Dataset : public Component {
+ public:
+  ~Dataset() override;
+  virtual int64_t size(Split split) const = 0;
+  virtual int64_t num_classes() const = 0;
+  /// Class label of every example of a split (for stratified fractions); empty for unlabelled text.
+  virtual std::vector<int64_t> labels(Split split) const = 0;
+  virtual Batch get(Split split, const std::vector<int64_t>& indices) const = 0;
+};
+
+}  // namespace cab

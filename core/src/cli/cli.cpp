@@ -1,0 +1,52 @@
+// Shared command-line helpers: plugin loading and listing, exit codes.
+#include "cab/cli/cli.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace cab::cli {
+
+std::string exit_codes_help() {
+  return "Exit codes:\n"
+         "  0  success\n"
+         "  1  the work ran and failed\n"
+         "  2  bad command line or invalid input (config file, plugin options)\n"
+         "  3  a plugin could not be loaded or found\n"
+         "  4  the requested feature is not available in this version\n";
+}
+
+std::vector<std::string> load_plugins(plugin::Registry& registry, const std::vector<std::filesystem::path>& extra_paths) {
+  std::vector<std::string> failures;
+  std::vector<std::filesystem::path> dirs;
+  for (const auto& path : extra_paths) {
+    if (std::filesystem::is_directory(path)) {
+      dirs.push_back(path);
+    } else {
+      registry.load(path);  // an explicitly named file must load: errors propagate
+    }
+  }
+  auto defaults = plugin::Registry::default_search_path();
+  dirs.insert(dirs.end(), defaults.begin(), defaults.end());
+  return registry.discover(dirs);
+}
+
+void print_plugins(const plugin::Registry& registry, std::ostream& out) {
+  const auto entries = registry.entries();
+  std::size_t name_width = 4, lib_width = 7;
+  for (const auto* e : entries) {
+    name_width = std::max(name_width, e->name.size());
+    lib_width = std::max(lib_width, e->library->path.string().size());
+  }
+  out << fmt::format("{:<10} {:<{}} {:<8} {:<{}} {}\n", "KIND", "NAME", name_width, "VERSION", "LIBRARY", lib_width,
+                     "SUMMARY");
+  for (const auto* e : entries) {
+    out << fmt::format("{:<10} {:<{}} {:<8} {:<{}} {}\n", plugin::to_string(e->kind), e->name, name_width,
+                       e->library->version, e->library->path.string(), lib_width, e->summary);
+  }
+  out << fmt::format("{} plugin(s) from {} librar{}\n", entries.size(), registry.libraries().size(),
+                     registry.libraries().size() == 1 ? "y" : "ies");
+  for (const auto& problem : registry.problems()) out << "skipped: " << problem << "\n";
+}
+
+}  // namespace cab::cli

@@ -1,0 +1,77 @@
+// The CAB paper's bridge φ: Linear(N → hidden) → activation → Linear(hidden → d_teacher), token by token.
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <ATen/ATen.h>
+
+#include <cab/config/schema.h>
+#include <cab/config/section.h>
+#include <cab/plugin/abi.h>
+#include <cab/plugin/bridge.h>
+
+namespace {
+
+struct MlpBridgeOptions {
+  MlpBridgeOptions(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
+  /// width of the student tap (N for B and C)
+  TORCH_ARG(int64_t, in_features);
+  /// width of the teacher tap (all heads of K or Q)
+  TORCH_ARG(int64_t, out_features);
+  /// hidden width (the paper uses 128)
+  TORCH_ARG(int64_t, hidden) = 128;
+  /// "silu" (the paper), "gelu" or "relu"
+  TORCH_ARG(std::string, activation) = "silu";
+  /// biases in both linear layers
+  TORCH_ARG(bool, bias) = true;
+};
+
+class MlpBridge final : public cab::Bridge {
+ public:
+  explicit MlpBridge(MlpBridgeOptions options) : options_(std::move(options)) { reset(); }
+
+  void reset() {
+    fc1_ = register_module("fc1", torch::nn::Linear(torch::nn::LinearOptions(options_.in_features(), options_.hidden())
+                                                        .bias(options_.bias())));
+    fc2_ = register_module("fc2", torch::nn::Linear(torch::nn::LinearOptions(options_.hidden(), options_.out_features())
+                                                        .bias(options_.bias())));
+  }
+
+  at::Tensor forward(const at::Tensor& x) override {
+    at::Tensor h = fc1_->forward(x);  // [..., hidden]
+    if (options_.activation() == "silu") h = at::silu(h);
+    else if (options_.activation() == "gelu") h = at::gelu(h);
+    else h = at::relu(h);
+    return fc2_->forward(h);  // [..., out_features]
+  }
+
+  int64_t in_features() const override { return options_.in_features(); }
+  int64_t out_features() const override { return options_.out_features(); }
+
+ private:
+  MlpBridgeOptions options_;
+  torch::nn::Linear fc1_{nullptr};
+  torch::nn::Linear fc2_{nullptr};
+};
+
+void describe(cab::config::Schema& s) {
+  using cab::config::Type;
+  s.add("in_features", Type::integer, "width of the student tap (set by the alignment)").required().min(1);
+  s.add("out_features", Type::integer, "width of the teacher tap (set by the alignment)").required().min(1);
+  s.add("hidden", Type::integer, "hidden width of the MLP").fallback(std::int64_t{128}).min(1);
+  s.add("activation", Type::string, "activation between the two layers").fallback(std::string("silu")).one_of({"silu", "gelu", "relu"});
+  s.add("bias", Type::boolean, "biases in both linear layers").fallback(true);
+}
+
+std::shared_ptr<cab::Component> create(const cab::config::Section& o) {
+  return std::make_shared<MlpBridge>(MlpBridgeOptions(o.integer("in_features"), o.integer("out_features"))
+                                         .hidden(o.integer("hidden"))
+                                         .activation(o.string("activation"))
+                                         .bias(o.boolean("bias")));
+}
+
+}  // namespace
+
+CAB_PLUGIN("bridge-mlp", "1.0.0",
+           CAB_FACTORY(bridge, "mlp", "Linear(N→hidden) → SiLU → Linear(hidden→d_teacher), the CAB paper's bridge",
+                       describe, create))
