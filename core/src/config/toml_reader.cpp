@@ -14,9 +14,8 @@ namespace cab::config {
 
 namespace {
 
-Location where(const toml::node& node, const std::string& file) {
-  const auto& begin = node.source().begin;
-  return {file, static_cast<std::uint32_t>(begin.line), static_cast<std::uint32_t>(begin.column)};
+Location where(const toml::source_region& region, const std::string& file) {
+  return {file, static_cast<std::uint32_t>(region.begin.line), static_cast<std::uint32_t>(region.begin.column)};
 }
 
 std::string node_kind(const toml::node& node) {
@@ -86,7 +85,7 @@ Document parse_toml(std::string_view text, const std::string& file_label) {
   doc.file = file_label;
   for (const auto& [key, node] : root) {
     const std::string name(key.str());
-    const Location loc = where(node, file_label);
+    const Location loc = where(node.source(), file_label);
     const auto* table = node.as_table();
     if (!table) {
       throw ConfigError(fmt::format("{}: '{}' is outside any table; put it under a [table] header such as [train]",
@@ -95,7 +94,8 @@ Document parse_toml(std::string_view text, const std::string& file_label) {
     Section section(name, loc);
     for (const auto& [sub_key, sub_node] : *table) {
       const std::string sub(sub_key.str());
-      const Location sub_loc = where(sub_node, file_label);
+      // Messages point at the key: "file:line:column" of `key = value`.
+      const Location sub_loc = where(sub_key.source(), file_label);
       if (sub_node.is_table()) {
         throw ConfigError(fmt::format("{}: [{}] {}: nested tables are not supported in this file; write the "
                                       "options of [{}] as plain keys",

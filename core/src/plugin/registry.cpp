@@ -57,7 +57,7 @@ std::vector<fs::path> Registry::default_search_path() {
   // <libdir>/cab/plugins next to the libcab_core that is running: the build tree or the install prefix.
   std::error_code ec;
   const fs::path core = boost::dll::this_line_location(ec);
-  if (!ec) dirs.push_back(core.parent_path() / "cab" / "plugins");
+  if (!ec) dirs.push_back((core.parent_path() / "cab" / "plugins").lexically_normal());
   if (std::string(CAB_PLUGIN_INSTALL_PATH).size()) dirs.emplace_back(CAB_PLUGIN_INSTALL_PATH);
   // Drop repeats (the same directory reached twice).
   std::vector<fs::path> unique;
