@@ -32,7 +32,8 @@ TEST_F(OutOfTree, PluginBuiltAgainstTheInstalledSdkLoadsAndRuns) {
   std::string configure = cmake + " -S " + quote(std::string(CAB_TEST_SOURCE_DIR) + "/tests/fixtures/out_of_tree_plugin") +
                           " -B " + quote(build) + " -G " + quote(CAB_TEST_GENERATOR) + " -DCMAKE_BUILD_TYPE=Release" +
                           " -DCMAKE_CXX_COMPILER=" + quote(CAB_TEST_CXX) + " -Dcab_DIR=" +
-                          quote(prefix / "lib" / "cmake" / "cab") + " -DTorch_DIR=" + quote(CAB_TEST_TORCH_DIR);
+                          quote(prefix / "lib" / "cmake" / "cab") + " -DTorch_DIR=" + quote(CAB_TEST_TORCH_DIR) +
+                          " -DCMAKE_PREFIX_PATH=" + quote(CAB_TEST_PREFIX_PATH);
   const std::string launcher = CAB_TEST_LAUNCHER;
   if (!launcher.empty() && launcher.find("NOTFOUND") == std::string::npos)
     configure += " -DCMAKE_CXX_COMPILER_LAUNCHER=" + quote(launcher);

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "cab/util/did_you_mean.h"
 #include "cab/util/error.h"
 
