@@ -15,6 +15,14 @@ namespace {
 
 std::string quote(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
 
+// The parent build's CMAKE_PREFIX_PATH, '|'-separated in the compile definition, as a CMake list.
+std::string prefix_path() {
+  std::string list = CAB_TEST_PREFIX_PATH;
+  for (char& c : list)
+    if (c == '|') c = ';';
+  return list;
+}
+
 class OutOfTree : public cab::test::TempDirTest {};
 
 }  // namespace
@@ -33,7 +41,7 @@ TEST_F(OutOfTree, PluginBuiltAgainstTheInstalledSdkLoadsAndRuns) {
                           " -B " + quote(build) + " -G " + quote(CAB_TEST_GENERATOR) + " -DCMAKE_BUILD_TYPE=Release" +
                           " -DCMAKE_CXX_COMPILER=" + quote(CAB_TEST_CXX) + " -Dcab_DIR=" +
                           quote(prefix / "lib" / "cmake" / "cab") + " -DTorch_DIR=" + quote(CAB_TEST_TORCH_DIR) +
-                          " -DCMAKE_PREFIX_PATH=" + quote(CAB_TEST_PREFIX_PATH);
+                          " -DCMAKE_PREFIX_PATH=" + quote(prefix_path());
   const std::string launcher = CAB_TEST_LAUNCHER;
   if (!launcher.empty() && launcher.find("NOTFOUND") == std::string::npos)
     configure += " -DCMAKE_CXX_COMPILER_LAUNCHER=" + quote(launcher);
