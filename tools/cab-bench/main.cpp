@@ -42,28 +42,16 @@ double time_us(const std::function<void()>& fn, int warmup, int iterations) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  po::options_description opts("Options");
-  opts.add_options()("help,h", "show this help")("version", "show version information")(
+  cab::cli::CommandLine cl;
+  cl.program = "cab-bench";
+  cl.usage =
+      "Usage: cab-bench [options]\n\nTimes the selective-scan forward on PERFORMANCE.md's shapes (bf16, z gating,\n"
+      "softplus Δ) and prints one JSON object per case.\n";
+  cl.visible.add_options()("help,h", "show this help")("version", "show version information")(
       "iterations", po::value<int>()->default_value(20), "timed iterations per case")(
       "case", po::value<std::string>(), "run only the named case");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "cab-bench: " << e.what() << "\n";
-    return cab::cli::kUsage;
-  }
-  if (vm.count("help")) {
-    std::cout << "Usage: cab-bench [options]\n\nTimes the selective-scan forward on PERFORMANCE.md's shapes (bf16, "
-                 "z gating, softplus Δ) and prints JSON lines.\n\n"
-              << opts << "\n" << cab::cli::exit_codes_help();
-    return cab::cli::kOk;
-  }
-  if (vm.count("version")) {
-    std::cout << cab::version_line("cab-bench") << "\n";
-    return cab::cli::kOk;
-  }
+  if (auto code = cab::cli::parse(cl, argc, argv, vm)) return *code;
   if (!cab::kernels::built_with_cuda() || !torch::cuda::is_available()) {
     std::cerr << "cab-bench: needs a CUDA device and a CUDA build of cab's kernels\n";
     return cab::cli::kNotAvailable;

@@ -37,42 +37,23 @@ int check_config(const std::string& file, const cab::plugin::Registry& registry)
 }  // namespace
 
 int main(int argc, char** argv) {
-  po::options_description visible("Options");
-  visible.add_options()
+  cab::cli::CommandLine cl;
+  cl.program = "cab-sweep";
+  cl.usage =
+      "Usage: cab-sweep [options] [SWEEP.toml]\n\n"
+      "Runs a grid of distillation experiments and records them in SQLite. This version lists and\n"
+      "checks plugins and validates run configs; running sweeps is not implemented yet.\n";
+  cl.visible.add_options()
       ("help,h", "show this help")
       ("version", "show version, LibTorch/CUDA versions and the plugin ABI tag")
       ("list-plugins", "list the available plugins (kind, name, version, library) and files that failed to load")
       ("plugin-path,P", po::value<std::vector<std::string>>()->composing(),
        "plugin file or directory to load first (repeatable; CAB_PLUGIN_PATH also adds directories)")
       ("check", po::value<std::string>(), "validate a run config file and print it with all defaults resolved");
-  po::options_description hidden;
-  hidden.add_options()("sweep", po::value<std::string>(), "sweep file");
-  po::options_description all;
-  all.add(visible).add(hidden);
-  po::positional_options_description positional;
-  positional.add("sweep", 1);
-
+  cl.hidden.add_options()("sweep", po::value<std::string>(), "sweep file");
+  cl.positional.add("sweep", 1);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "cab-sweep: " << e.what() << "\nTry 'cab-sweep --help'.\n";
-    return cab::cli::kUsage;
-  }
-
-  if (vm.count("help")) {
-    std::cout << "Usage: cab-sweep [options] [SWEEP.toml]\n\n"
-                 "Runs a grid of distillation experiments and records them in SQLite. This version lists and\n"
-                 "checks plugins and validates run configs; running sweeps is not implemented yet.\n\n"
-              << visible << "\n"
-              << cab::cli::exit_codes_help();
-    return cab::cli::kOk;
-  }
-  if (vm.count("version")) {
-    std::cout << cab::version_line("cab-sweep") << "\n";
-    return cab::cli::kOk;
-  }
+  if (auto code = cab::cli::parse(cl, argc, argv, vm)) return *code;
 
   try {
     cab::plugin::Registry registry;

@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <iostream>
+
+#include "cab/util/version.h"
 
 namespace cab::cli {
 
@@ -14,6 +17,28 @@ std::string exit_codes_help() {
          "  2  bad command line or invalid input (config file, plugin options)\n"
          "  3  a plugin could not be loaded or found\n"
          "  4  the requested feature is not available in this version\n";
+}
+
+std::optional<int> parse(const CommandLine& cl, int argc, char** argv, boost::program_options::variables_map& vm) {
+  namespace po = boost::program_options;
+  po::options_description all;
+  all.add(cl.visible).add(cl.hidden);
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).positional(cl.positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << cl.program << ": " << e.what() << "\nTry '" << cl.program << " --help'.\n";
+    return kUsage;
+  }
+  if (vm.count("help")) {
+    std::cout << cl.usage << "\n" << cl.visible << "\n" << exit_codes_help();
+    return kOk;
+  }
+  if (vm.count("version")) {
+    std::cout << version_line(cl.program) << "\n";
+    return kOk;
+  }
+  return std::nullopt;
 }
 
 std::vector<std::string> load_plugins(plugin::Registry& registry, const std::vector<std::filesystem::path>& extra_paths) {

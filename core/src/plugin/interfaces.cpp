@@ -5,6 +5,7 @@
 
 namespace cab {
 
+Model::~Model() = default;
 Teacher::~Teacher() = default;
 Student::~Student() = default;
 Bridge::~Bridge() = default;

@@ -2,9 +2,12 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
+
+#include <boost/program_options.hpp>
 
 #include "cab/export.h"
 #include "cab/plugin/registry.h"
@@ -22,6 +25,21 @@ enum ExitCode : int {
 
 /// The exit-code section of --help.
 CAB_API std::string exit_codes_help();
+
+/// A tool's command line: its visible options (always including --help and --version), hidden positional
+/// arguments, and the text --help prints above the options.
+struct CAB_API CommandLine {
+  std::string program;
+  std::string usage;  ///< "Usage: ...\n\nWhat the tool does.\n"
+  boost::program_options::options_description visible{"Options"};
+  boost::program_options::options_description hidden;
+  boost::program_options::positional_options_description positional;
+};
+
+/// Parses argv into `vm`. Handles --help, --version and parse errors itself and then returns the exit code
+/// the tool should return; returns nothing when the tool should go on.
+CAB_API std::optional<int> parse(const CommandLine& command_line, int argc, char** argv,
+                                 boost::program_options::variables_map& vm);
 
 /// Loads plugins: the explicit files/directories first, then the default search path.
 /// Returns the messages of files that failed to load (they are also in registry.problems()).

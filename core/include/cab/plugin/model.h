@@ -24,14 +24,13 @@ struct CAB_API ModelShape {
   bool causal = false;
 };
 
-/// A pretrained Transformer.
-class CAB_API Teacher : public Component, public torch::nn::Module {
+/// What teachers and students share: a LibTorch module with taps and Hugging Face style checkpoints.
+class CAB_API Model : public Component, public torch::nn::Module {
  public:
-  ~Teacher() override;
+  ~Model() override;
   /// inputs: images [batch, channels, H, W] or token ids [batch, L]; computes only the requested taps.
   virtual ModelOutput forward(const at::Tensor& inputs, const TapRequest& taps) = 0;
   virtual ModelShape shape() const = 0;
-  virtual int64_t num_heads() const = 0;
   /// Taps this model can produce (see cab::tap).
   virtual std::vector<std::string> tap_names() const = 0;
   /// Loads a Hugging Face style checkpoint (safetensors + config.json) from a file or directory.
@@ -39,19 +38,21 @@ class CAB_API Teacher : public Component, public torch::nn::Module {
   virtual void save_checkpoint(const std::filesystem::path& directory) const = 0;
 };
 
+/// A pretrained Transformer.
+class CAB_API Teacher : public Model {
+ public:
+  ~Teacher() override;
+  virtual int64_t num_heads() const = 0;
+};
+
 /// A Mamba-family student.
-class CAB_API Student : public Component, public torch::nn::Module {
+class CAB_API Student : public Model {
  public:
   ~Student() override;
-  virtual ModelOutput forward(const at::Tensor& inputs, const TapRequest& taps) = 0;
-  virtual ModelShape shape() const = 0;
   virtual int64_t d_state() const = 0;
   virtual int64_t d_inner() const = 0;
   /// True for students with a forward and a backward scan per layer (Vim).
   virtual bool bidirectional() const = 0;
-  virtual std::vector<std::string> tap_names() const = 0;
-  virtual void load_checkpoint(const std::filesystem::path& path) = 0;
-  virtual void save_checkpoint(const std::filesystem::path& directory) const = 0;
 };
 
 }  // namespace cab
