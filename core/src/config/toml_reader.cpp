@@ -9,14 +9,17 @@
 #include <toml++/toml.h>
 
 #include "cab/util/error.h"
+#include "toml_convert.h"
 
 namespace cab::config {
 
-namespace {
+namespace detail {
 
 Location where(const toml::source_region& region, const std::string& file) {
   return {file, static_cast<std::uint32_t>(region.begin.line), static_cast<std::uint32_t>(region.begin.column)};
 }
+
+namespace {
 
 std::string node_kind(const toml::node& node) {
   switch (node.type()) {
@@ -56,6 +59,8 @@ Value convert_array(const toml::array& array, const Location& loc, const std::st
   throw ConfigError(fmt::format("{}: {}: arrays must hold only numbers or only strings", loc.str(), key));
 }
 
+}  // namespace
+
 Value convert(const toml::node& node, const Location& loc, const std::string& key) {
   if (auto v = node.as_boolean()) return v->get();
   if (auto v = node.as_integer()) return v->get();
@@ -66,7 +71,19 @@ Value convert(const toml::node& node, const Location& loc, const std::string& ke
                                 loc.str(), key, node_kind(node)));
 }
 
-}  // namespace
+toml::table parse(std::string_view text, const std::string& file_label) {
+  try {
+    return toml::parse(text, std::string_view(file_label));
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    throw ConfigError(fmt::format("{}:{}:{}: invalid TOML: {}", file_label, b.line, b.column, e.description()));
+  }
+}
+
+}  // namespace detail
+
+using detail::convert;
+using detail::where;
 
 Section Document::table(const std::string& name) const {
   auto it = tables.find(name);
@@ -74,13 +91,7 @@ Section Document::table(const std::string& name) const {
 }
 
 Document parse_toml(std::string_view text, const std::string& file_label) {
-  toml::table root;
-  try {
-    root = toml::parse(text, std::string_view(file_label));
-  } catch (const toml::parse_error& e) {
-    const auto& b = e.source().begin;
-    throw ConfigError(fmt::format("{}:{}:{}: invalid TOML: {}", file_label, b.line, b.column, e.description()));
-  }
+  const toml::table root = detail::parse(text, file_label);
   Document doc;
   doc.file = file_label;
   for (const auto& [key, node] : root) {
