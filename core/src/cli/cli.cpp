@@ -16,7 +16,9 @@ std::string exit_codes_help() {
          "  1  the work ran and failed\n"
          "  2  bad command line or invalid input (config file, plugin options)\n"
          "  3  a plugin could not be loaded or found\n"
-         "  4  the requested feature is not available in this version\n";
+         "  4  the requested feature is not available in this version\n"
+         "  5  (cab-sweep) interrupted by Ctrl-C or SIGTERM; run the same command to resume\n"
+         "  (cab-sweep exits 1 when the sweep ran and some of its runs failed)\n";
 }
 
 std::optional<int> parse(const CommandLine& cl, int argc, char** argv, boost::program_options::variables_map& vm) {

@@ -11,6 +11,7 @@ namespace cab {
 
 std::string version() { return CAB_BUILD_VERSION; }
 std::string git_sha() { return CAB_BUILD_GIT_SHA; }
+bool git_dirty() { return CAB_BUILD_GIT_DIRTY != 0; }
 std::string torch_version() { return CAB_BUILD_TORCH_VERSION; }
 std::string cuda_version() { return CAB_BUILD_CUDA_VERSION; }
 

@@ -1,0 +1,66 @@
+// The sweep host: claims pending runs, runs each in its own worker process (one per slot: a GPU or a CPU
+// worker), receives their metrics and heartbeats, and is the only writer of the run store.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cab/export.h"
+#include "cab/plugin/registry.h"
+#include "cab/store/store.h"
+
+namespace cab::sweep {
+
+/// Exit codes of a worker process (the host turns them into failure reasons).
+enum WorkerExit : int {
+  kWorkerOk = 0,
+  kWorkerFailed = 1,      ///< an exception; its message was sent with E
+  kWorkerConfig = 2,      ///< invalid run config
+  kWorkerPlugin = 3,      ///< a plugin could not be loaded or created
+  kWorkerOutOfMemory = 5, ///< CUDA (or host) out of memory
+  kWorkerNonFinite = 6,   ///< NaN/Inf loss
+};
+
+/// The body of a worker process: parses the run config text, trains, reports through `report_fd`.
+/// Returns the process's exit code.
+CAB_API int run_worker(const std::string& config_text, const plugin::Registry& registry, int report_fd);
+
+struct CAB_API SchedulerOptions {
+  std::vector<std::string> gpus;  ///< one worker per GPU (CUDA_VISIBLE_DEVICES); empty: CPU workers
+  int workers = 1;                ///< CPU workers when no GPUs are given
+  double timeout_s = 0;           ///< per-run wall-clock limit (0: none)
+  double stale_after_s = 120;     ///< heartbeat age after which a running run of a vanished host is recovered
+  std::filesystem::path executable;           ///< the program to start workers with (`--worker`)
+  std::vector<std::string> worker_arguments;  ///< passed through (plugin paths)
+  std::filesystem::path log_dir;              ///< one log file per run attempt
+  std::vector<std::pair<std::string, std::string>> filters;  ///< key = value (TOML text); others are skipped
+  bool interactive = false;                   ///< redraw one progress line (terminal) instead of plain lines
+};
+
+struct CAB_API SweepOutcome {
+  int finished = 0, failed = 0, killed = 0;
+  bool interrupted = false;  ///< stopped by SIGINT/SIGTERM
+};
+
+/// Runs every claimable run of the sweep. SIGINT/SIGTERM stop it cleanly: workers are terminated and their
+/// runs marked killed (resumable).
+CAB_API SweepOutcome run_sweep(store::Store& store, std::int64_t sweep_id, const SchedulerOptions& options,
+                               std::ostream& progress);
+
+/// Whether a run's parameters match every filter (values compared as TOML text, numbers numerically).
+CAB_API bool matches(const std::map<std::string, std::string>& params,
+                     const std::vector<std::pair<std::string, std::string>>& filters);
+
+/// Replaces "@ref:" values of a run config by the referenced runs' summary values. Throws cab::Error when
+/// a reference names no run, several runs, a run that has not finished, or a missing artifact.
+CAB_API std::string resolve_references(const std::string& config_toml, const store::Store& store);
+
+/// "hostname:pid" of this process, the owner recorded on claimed runs.
+CAB_API std::string host_identity();
+CAB_API std::string hostname();
+
+}  // namespace cab::sweep

@@ -1,0 +1,76 @@
+// The worker process body: one run, isolated from the host, reporting over a pipe.
+#include <fmt/format.h>
+#include <torch/cuda.h>
+
+#include <c10/util/Exception.h>
+
+#include <filesystem>
+
+#include "cab/config/run_config.h"
+#include "cab/config/toml_reader.h"
+#include "cab/sweep/protocol.h"
+#include "cab/sweep/scheduler.h"
+#include "cab/train/trainer.h"
+#include "cab/util/hash.h"
+#include "cab/util/version.h"
+
+namespace cab::sweep {
+
+namespace {
+
+void report_provenance(const config::RunConfig& config, const plugin::Registry& registry, Reporter& reporter) {
+  reporter.provenance("git_sha", git_sha());
+  reporter.provenance("git_dirty", git_dirty() ? "1" : "0");
+  reporter.provenance("cab_version", version());
+  reporter.provenance("torch_version", torch_version());
+  reporter.provenance("cuda_version", cuda_version());
+  reporter.provenance("host", hostname());
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) reporter.provenance("binary_sha256", sha256_file(exe));
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) reporter.provenance("cuda_visible_devices", visible);
+  reporter.provenance("cuda_devices", std::to_string(torch::cuda::device_count()));
+  for (const auto& [kind, choice] : config.plugins) {
+    const auto& entry = registry.find(kind, choice.name);
+    const auto& lib = *entry.library;
+    const std::string sha = lib.handle ? sha256_file(lib.path) : "built-in";
+    reporter.provenance(fmt::format("plugin.{}", plugin::to_string(kind)),
+                        fmt::format("{} {} {} sha256:{}", choice.name, lib.version, lib.path.string(), sha));
+  }
+}
+
+}  // namespace
+
+int run_worker(const std::string& config_text, const plugin::Registry& registry, int report_fd) {
+  Reporter reporter(report_fd);
+  try {
+    const auto config = config::parse_run_config(config::parse_toml(config_text, "<run config>"), registry);
+    report_provenance(config, registry, reporter);
+    reporter.heartbeat();
+    train::train(config, registry, reporter);
+    reporter.done();
+    return kWorkerOk;
+  } catch (const train::NonFiniteLoss& e) {
+    reporter.error(e.what());
+    return kWorkerNonFinite;
+  } catch (const c10::OutOfMemoryError& e) {
+    const std::string what = e.what_without_backtrace();
+    reporter.error("out of memory: " + what.substr(0, what.find('\n')));
+    return kWorkerOutOfMemory;
+  } catch (const ConfigError& e) {
+    reporter.error(e.what());
+    return kWorkerConfig;
+  } catch (const PluginError& e) {
+    reporter.error(e.what());
+    return kWorkerPlugin;
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    reporter.error(what.substr(0, what.find('\n')));
+    return kWorkerFailed;
+  } catch (const std::exception& e) {
+    reporter.error(e.what());
+    return kWorkerFailed;
+  }
+}
+
+}  // namespace cab::sweep
