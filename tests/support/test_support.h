@@ -61,3 +61,25 @@ class TempDirTest : public ::testing::Test {
 };
 
 }  // namespace cab::test
+
+namespace cab::test {
+
+/// Starts `command` through /bin/sh in the background (its own process group), output to `log`.
+inline pid_t spawn_command(const std::string& command, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    execl("/bin/sh", "sh", "-c", ("exec " + command + " >" + log + " 2>&1").c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+/// Waits for a spawned command; returns its exit code, or 128 + signal.
+inline int wait_command(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace cab::test
