@@ -89,12 +89,17 @@ TEST_F(CliTest, CheckReportsBadInputWithLocationAndExitCode2) {
   expect_contains(r.output, "missing.toml: cannot open config file (no such file)");
 }
 
-TEST_F(CliTest, UnimplementedFeaturesSaySoWithExitCode4) {
+TEST_F(CliTest, SweepWithoutTheRequiredPluginsIsRejectedBeforeAnythingIsWritten) {
   const auto file = write("sweep.toml", "[sweep]\nname = \"x\"\n");
-  auto r = run_command(kSweep + " " + file.string());
-  EXPECT_EQ(r.exit_code, 4);
-  expect_contains(r.output, "running sweeps is not implemented");
-  r = run_command(kReport + " list");
+  const auto db = dir_ / "db" / "cab.sqlite";
+  auto r = run_command(kSweep + " --db " + db.string() + " " + file.string());
+  EXPECT_EQ(r.exit_code, 2);
+  expect_contains(r.output, "runs need a dataset plugin: set \"dataset.name\" in [base]");
+  EXPECT_FALSE(std::filesystem::exists(db));
+}
+
+TEST_F(CliTest, UnimplementedFeaturesSaySoWithExitCode4) {
+  auto r = run_command(kReport + " list");
   EXPECT_EQ(r.exit_code, 4);
   expect_contains(r.output, "not implemented");
 }

@@ -8,6 +8,7 @@
 
 #include "cab/config/toml_reader.h"
 #include "cab/plugin/registry.h"
+#include "cab/util/did_you_mean.h"
 #include "cab/util/error.h"
 #include "cab/util/hash.h"
 
@@ -189,6 +190,14 @@ std::vector<RunSpec> expand(const SweepFile& sweep, const plugin::Registry& regi
   std::set<std::string> seen;
   for (const auto& a : kept) {
     const config::RunConfig config = config::parse_run_config(document_of(sweep, a), registry);
+    for (auto kind : {plugin::Kind::dataset, plugin::Kind::student, plugin::Kind::method}) {
+      if (!config.plugins.count(kind)) {
+        throw ConfigError(fmt::format("{}: runs need a {} plugin: set \"{}.name\" in [base] or vary it in [grid] "
+                                      "(available: {})",
+                                      sweep.path, plugin::to_string(kind), plugin::to_string(kind),
+                                      join_names(registry.names(kind))));
+      }
+    }
     RunSpec spec;
     spec.params = flatten(config);
     spec.canonical = canonical_text(spec.params);
