@@ -358,14 +358,19 @@ class Host {
       store_.heartbeat(ids);
       last_heartbeat_ = now;
     }
-    if (options_.interactive && now - last_progress_ > 0.5) {
+    // Progress: a redrawn line on a terminal (twice a second), a plain line every 30 s otherwise.
+    if (now - last_progress_ > (options_.interactive ? 0.5 : 30.0) && !active_.empty()) {
       std::string line = fmt::format("{}/{} finished, {} failed, {} running", outcome_.finished + already_done(),
                                      total_, outcome_.failed, active_.size());
       for (const auto& a : active_) {
         const double rate = a.last_wall > 0 ? (a.last_step + 1) / a.last_wall : 0;
         line += fmt::format(" | run {}: step {} loss {:.4g} {:.1f} steps/s", a.run.id, a.last_step + 1, a.last_loss, rate);
+        auto total = a.provenance.find("total_steps");
+        if (total != a.provenance.end() && rate > 0)
+          line += fmt::format(" ETA {:.0f} s", (std::stod(total->second) - a.last_step - 1) / rate);
       }
-      progress_ << "\r\033[K" << line.substr(0, 200) << std::flush;
+      if (options_.interactive) progress_ << "\r\033[K" << line.substr(0, 200) << std::flush;
+      else say(line);
       last_progress_ = now;
     }
   }

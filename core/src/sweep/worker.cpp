@@ -4,6 +4,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "cab/config/run_config.h"
@@ -18,6 +19,21 @@ namespace cab::sweep {
 
 namespace {
 
+// The name of the GPU this worker sees (first visible device), from nvidia-smi; "unknown" without it.
+std::string gpu_name() {
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  std::string device = visible && *visible ? std::string(visible).substr(0, std::string(visible).find(',')) : "0";
+  if (device.find_first_not_of("0123456789") != std::string::npos) device = "0";
+  FILE* pipe = popen(("nvidia-smi --query-gpu=name --format=csv,noheader -i " + device + " 2>/dev/null").c_str(), "r");
+  if (!pipe) return "unknown";
+  char buffer[256] = {};
+  const bool got = std::fgets(buffer, sizeof buffer, pipe) != nullptr;
+  pclose(pipe);
+  std::string name = got ? buffer : "";
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  return name.empty() ? "unknown" : name;
+}
+
 void report_provenance(const config::RunConfig& config, const plugin::Registry& registry, Reporter& reporter) {
   reporter.provenance("git_sha", git_sha());
   reporter.provenance("git_dirty", git_dirty() ? "1" : "0");
@@ -30,6 +46,7 @@ void report_provenance(const config::RunConfig& config, const plugin::Registry& 
   if (!ec) reporter.provenance("binary_sha256", sha256_file(exe));
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) reporter.provenance("cuda_visible_devices", visible);
   reporter.provenance("cuda_devices", std::to_string(torch::cuda::device_count()));
+  if (torch::cuda::is_available()) reporter.provenance("gpu_name", gpu_name());
   for (const auto& [kind, choice] : config.plugins) {
     const auto& entry = registry.find(kind, choice.name);
     const auto& lib = *entry.library;

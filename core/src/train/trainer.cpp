@@ -113,6 +113,9 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     steps = static_cast<std::int64_t>(std::ceil(config.train.number("epochs") * subset.size() / batch_size));
   }
 
+  reporter.provenance("total_steps", std::to_string(steps));
+  reporter.flush();
+
   // Trainable parameters: the student's, the alignment's (bridges) and the method's own, each once.
   std::vector<at::Tensor> params;
   std::set<const void*> seen;
