@@ -120,15 +120,19 @@ Document parse_toml(std::string_view text, const std::string& file_label) {
   return doc;
 }
 
-Document read_toml_file(const std::filesystem::path& file) {
+std::string read_config_text(const std::filesystem::path& file, std::string_view what) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
-    throw ConfigError(fmt::format("{}: cannot open config file ({})", file.string(),
+    throw ConfigError(fmt::format("{}: cannot open {} ({})", file.string(), what,
                                   std::filesystem::exists(file) ? "not readable" : "no such file"));
   }
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_toml(text.str(), file.string());
+  return text.str();
+}
+
+Document read_toml_file(const std::filesystem::path& file) {
+  return parse_toml(read_config_text(file, "config file"), file.string());
 }
 
 }  // namespace cab::config

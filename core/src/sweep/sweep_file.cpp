@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "../config/toml_convert.h"
+#include "cab/config/toml_reader.h"
 #include "cab/plugin/kind.h"
 #include "cab/util/did_you_mean.h"
 #include "cab/util/error.h"
@@ -262,14 +263,7 @@ SweepFile parse_sweep(std::string_view text, const std::string& path) {
 }
 
 SweepFile read_sweep(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    throw ConfigError(fmt::format("{}: cannot open sweep file ({})", file.string(),
-                                  std::filesystem::exists(file) ? "not readable" : "no such file"));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_sweep(text.str(), file.string());
+  return parse_sweep(config::read_config_text(file, "sweep file"), file.string());
 }
 
 }  // namespace cab::sweep

@@ -27,6 +27,9 @@ struct CAB_API Document {
 /// Values outside a table, nested tables and arrays of tables or mixed arrays are errors naming their location.
 CAB_API Document parse_toml(std::string_view text, const std::string& file_label);
 
+/// The bytes of a config file; a missing or unreadable file is a ConfigError "FILE: cannot open <what> (...)".
+CAB_API std::string read_config_text(const std::filesystem::path& file, std::string_view what);
+
 /// Reads and parses a file; a missing or unreadable file is a ConfigError naming it.
 CAB_API Document read_toml_file(const std::filesystem::path& file);
 
