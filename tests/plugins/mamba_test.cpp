@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 
 #include <fstream>
 
@@ -117,4 +118,18 @@ TEST_F(MambaTest, BadCheckpointsAreClearErrors) {
   }
   o.set("checkpoint", (dir_ / "nowhere").string());
   EXPECT_THROW(make(o), cab::Error);
+}
+
+TEST_F(MambaTest, GpuForwardMatchesCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto model = from_fixture();
+  const at::Tensor ids = at::randint(0, 96, {2, 12}, at::kLong);
+  at::NoGradGuard no_grad;
+  const at::Tensor cpu = model->forward(ids, {}).logits;
+  model->to(at::kCUDA);
+  const at::Tensor gpu = model->forward(ids.cuda(), {}).logits.cpu();  // the CUDA scan kernel runs here
+  EXPECT_LE((gpu - cpu).abs().max().item<double>(), 1e-4);
+  model->to(at::kBFloat16);
+  const at::Tensor bf16 = model->forward(ids.cuda(), {}).logits.cpu().to(at::kFloat);
+  EXPECT_LE(((bf16 - cpu).abs().max() / cpu.abs().max()).item<double>(), 5e-2);
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 
 #include "cab/config/section.h"
 #include "cab/io/safetensors.h"
@@ -88,4 +89,19 @@ TEST_F(VitTest, PresetsAndRoundTrip) {
   const at::Tensor x = at::randn({1, 1, 28, 28});
   at::NoGradGuard no_grad;
   EXPECT_TRUE(at::equal(model->forward(x, {}).logits, again->forward(x, {}).logits));
+}
+
+TEST_F(VitTest, GpuForwardMatchesCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  cab::config::Section o;
+  o.set("checkpoint", kFixture);
+  auto model = make(o);
+  const at::Tensor x = at::randn({2, 1, 28, 28});
+  at::NoGradGuard no_grad;
+  const at::Tensor cpu = model->forward(x, {}).logits;
+  model->to(at::kCUDA);
+  EXPECT_LE((model->forward(x.cuda(), {}).logits.cpu() - cpu).abs().max().item<double>(), 1e-4);
+  model->to(at::kBFloat16);
+  const at::Tensor bf16 = model->forward(x.cuda().to(at::kBFloat16), {}).logits.cpu().to(at::kFloat);
+  EXPECT_LE(((bf16 - cpu).abs().max() / cpu.abs().max()).item<double>(), 5e-2);
 }

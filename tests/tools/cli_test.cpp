@@ -39,7 +39,9 @@ TEST_F(CliTest, ListPluginsShowsKindNameVersionLibrary) {
   expect_contains(r.output, "KIND       NAME");
   for (const char* name : {"identity", "linear", "mlp"}) expect_contains(r.output, std::string("bridge     ") + name);
   expect_contains(r.output, "cab-bridge-mlp.so");
-  expect_contains(r.output, "3 plugin(s) from 3 libraries");
+  expect_contains(r.output, "student    mamba");
+  expect_contains(r.output, "teacher    vit");
+  expect_contains(r.output, "plugin(s) from");
 }
 
 TEST_F(CliTest, BrokenPluginFilesAreReportedAndTheRestStillLoads) {
