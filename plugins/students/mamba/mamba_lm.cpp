@@ -128,7 +128,7 @@ class BlockImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& x, const cab::TapRequest& taps, int layer, cab::Taps& out) {
     const at::Tensor residual = residual_fp32_ ? x.to(at::kFloat) : x;
-    return residual + mixer->forward(norm->forward(x), taps, layer, out);
+    return residual + mixer->forward(norm->forward(x.to(norm->weight.scalar_type())), taps, layer, out);
   }
   RMSNorm norm{nullptr};
   Mixer mixer{nullptr};
