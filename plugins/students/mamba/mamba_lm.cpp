@@ -20,6 +20,7 @@
 
 #include <cab/config/schema.h>
 #include <cab/config/section.h>
+#include <cab/io/json_file.h>
 #include <cab/io/safetensors.h>
 #include <cab/kernels/scan.h>
 #include <cab/plugin/abi.h>
@@ -154,16 +155,7 @@ TORCH_MODULE(Backbone);
 
 MambaConfig read_hf_config(const fs::path& dir) {
   const fs::path file = dir / "config.json";
-  std::ifstream in(file);
-  if (!in) throw cab::Error(fmt::format("cannot read '{}' (a Mamba checkpoint is a folder with config.json and "
-                                        "model.safetensors)",
-                                        file.string()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw cab::Error(fmt::format("'{}': invalid JSON: {}", file.string(), e.what()));
-  }
+  const nlohmann::json j = cab::io::read_json_file(file, "a Mamba checkpoint is a folder with config.json and model.safetensors");
   if (j.value("model_type", "mamba") != "mamba")
     throw cab::Error(fmt::format("'{}': model_type is '{}', expected 'mamba'", file.string(), j.value("model_type", "")));
   MambaConfig c;

@@ -21,6 +21,7 @@
 
 #include <cab/config/schema.h>
 #include <cab/config/section.h>
+#include <cab/io/json_file.h>
 #include <cab/io/safetensors.h>
 #include <cab/plugin/abi.h>
 #include <cab/plugin/model.h>
@@ -161,15 +162,7 @@ TORCH_MODULE(Backbone);
 
 VitConfig read_hf_config(const fs::path& dir) {
   const fs::path file = dir / "config.json";
-  std::ifstream in(file);
-  if (!in) throw cab::Error(fmt::format("cannot read '{}' (a ViT checkpoint is a folder with config.json and "
-                                        "model.safetensors)", file.string()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw cab::Error(fmt::format("'{}': invalid JSON: {}", file.string(), e.what()));
-  }
+  const nlohmann::json j = cab::io::read_json_file(file, "a ViT checkpoint is a folder with config.json and model.safetensors");
   const std::string type = j.value("model_type", "vit");
   if (type != "vit" && type != "deit")
     throw cab::Error(fmt::format("'{}': model_type is '{}', expected 'vit' or 'deit'", file.string(), type));
