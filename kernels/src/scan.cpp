@@ -83,6 +83,20 @@ ScanResult chunked(const ScanInputs& in, int64_t chunk) {
 
 }  // namespace
 
+at::Tensor mixing_matrix(const ScanInputs& in) {
+  const Prepared p = prepare(in);
+  const at::Tensor S = at::cumsum(p.delta.unsqueeze(2) * p.A.unsqueeze(-1), -1);  // [b, d, n, L] Σ_{k≤t} Δ_k A
+  const at::Tensor causal = at::ones({p.len, p.len}, at::TensorOptions(at::kBool).device(S.device())).tril();
+  at::Tensor M = at::zeros({p.batch, p.dim, p.len, p.len}, p.u.options());
+  for (int64_t n = 0; n < p.dstate; ++n) {  // one state at a time: memory stays [b, d, L, L]
+    const at::Tensor s = S.select(2, n);                                          // [b, d, L]
+    const at::Tensor decay = at::exp((s.unsqueeze(-1) - s.unsqueeze(-2)).masked_fill(causal.logical_not(), -INFINITY));
+    M = M + p.C.select(2, n).unsqueeze(-1) * decay * (p.delta * p.B.select(2, n)).unsqueeze(-2);
+  }
+  if (in.D_skip) M = M + at::diag_embed(in.D_skip->to(M.scalar_type()).view({1, p.dim, 1}).expand({p.batch, p.dim, p.len}));
+  return M;
+}
+
 ScanResult scan(const ScanInputs& in, ScanBackend backend, int64_t chunk) {
   TORCH_CHECK(chunk >= 1, "scan: chunk must be >= 1, got ", chunk);
   if (backend == ScanBackend::automatic) {

@@ -97,3 +97,16 @@ TEST(Scan, AutomaticPicksADifferentiableFormWhenGradientsAreNeeded) {
   auto plain = inputs(1, 2, 5, 3, 0, 5);
   EXPECT_FALSE(cab::kernels::scan(plain).y.requires_grad());
 }
+
+TEST(Scan, MixingMatrixTimesInputIsTheScanOutput) {
+  for (int64_t groups : {0, 2}) {
+    auto in = inputs(2, 4, 9, 5, groups, 11);
+    in.z.reset();
+    in.initial_state.reset();  // the matrix form starts from a zero state
+    const at::Tensor M = cab::kernels::mixing_matrix(in);
+    ASSERT_EQ(M.sizes(), (at::IntArrayRef{2, 4, 9, 9}));
+    const at::Tensor y = at::matmul(M, in.u.unsqueeze(-1)).squeeze(-1);
+    EXPECT_LE(max_abs(y, cab::kernels::selective_scan_reference(in).y), 1e-10);
+    EXPECT_EQ(at::triu(M, 1).abs().max().item<double>(), 0.0);  // causal: nothing above the diagonal
+  }
+}

@@ -1,7 +1,12 @@
 // Anchors the plugin interfaces' vtables and type info in libcab_core (needed for casts across libraries).
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "cab/plugin/bridge.h"
 #include "cab/plugin/model.h"
 #include "cab/plugin/objective.h"
+#include "cab/util/error.h"
 
 namespace cab {
 
@@ -12,6 +17,43 @@ Bridge::~Bridge() = default;
 Alignment::~Alignment() = default;
 Method::~Method() = default;
 Dataset::~Dataset() = default;
+
+InitReport Student::init_from_teacher(const RoleWeights& /*teacher*/, const std::vector<int64_t>& /*layer_map*/) {
+  throw Error(fmt::format("student '{}' cannot be initialized from a teacher (init = \"from-teacher\")", name()));
+}
+
+std::string InitReport::str() const {
+  return fmt::format("copied {} tensors, partially {} [{}], skipped {} [{}]", copied.size(), partial.size(),
+                     fmt::join(partial, ", "), skipped.size(), fmt::join(skipped, ", "));
+}
+
+void copy_role(at::Tensor& dst, const RoleWeights& teacher, const std::string& role, const std::string& what,
+               InitReport& report) {
+  const auto it = teacher.find(role);
+  if (it == teacher.end()) {
+    report.skipped.push_back(fmt::format("{} (teacher has no {})", what, role));
+    return;
+  }
+  const at::Tensor& src = it->second;
+  at::NoGradGuard no_grad;
+  if (src.sizes() == dst.sizes()) {
+    dst.copy_(src);
+    report.copied.push_back(what);
+  } else if (src.dim() == dst.dim()) {
+    at::Tensor d = dst, s = src;
+    for (int64_t i = 0; i < dst.dim(); ++i) {
+      const int64_t n = std::min(dst.size(i), src.size(i));
+      d = d.narrow(i, 0, n);
+      s = s.narrow(i, 0, n);
+    }
+    d.copy_(s);
+    report.partial.push_back(fmt::format("{} {} ← {} {}", what, fmt::join(dst.sizes(), "×"), role,
+                                         fmt::join(src.sizes(), "×")));
+  } else {
+    report.skipped.push_back(fmt::format("{} {} vs {} {}", what, fmt::join(dst.sizes(), "×"), role,
+                                         fmt::join(src.sizes(), "×")));
+  }
+}
 
 std::string Method::stage(int64_t /*step*/) const { return "main"; }
 

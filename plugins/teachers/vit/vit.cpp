@@ -216,6 +216,38 @@ class Vit final : public cab::Teacher {
 
   cab::ModelShape shape() const override { return {c_.n_layer, c_.d_model, c_.tokens(), 0, false}; }
   int64_t num_heads() const override { return c_.heads; }
+  cab::RoleWeights weights_by_role() const override {
+    cab::RoleWeights w;
+    auto linear_role = [&](const std::string& role, const torch::nn::Linear& l) {
+      w[role + ".weight"] = l->weight;
+      if (l->bias.defined()) w[role + ".bias"] = l->bias;
+    };
+    auto norm_role = [&](const std::string& role, const torch::nn::LayerNorm& n) {
+      w[role + ".weight"] = n->weight;
+      w[role + ".bias"] = n->bias;
+    };
+    for (int64_t i = 0; i < c_.n_layer; ++i) {
+      const auto& l = *vit->encoder->layer->ptr(i)->as<LayerImpl>();
+      const std::string p = fmt::format("layers.{}.", i);
+      const auto& sa = l.attention->attention;
+      linear_role(p + "attn.q", sa->query);
+      linear_role(p + "attn.k", sa->key);
+      linear_role(p + "attn.v", sa->value);
+      linear_role(p + "attn.o", l.attention->output->dense);
+      norm_role(p + "norm1", l.layernorm_before);
+      norm_role(p + "norm2", l.layernorm_after);
+      linear_role(p + "mlp.fc1", l.intermediate->dense);
+      linear_role(p + "mlp.fc2", l.output->dense);
+    }
+    const auto& e = vit->embeddings;
+    w["embed.patch.weight"] = e->patch_embeddings->projection->weight;
+    w["embed.patch.bias"] = e->patch_embeddings->projection->bias;
+    w["embed.cls"] = e->cls_token;
+    w["embed.pos"] = e->position_embeddings;
+    norm_role("norm_f", vit->layernorm);
+    linear_role("head", classifier);
+    return w;
+  }
   std::vector<std::string> tap_names() const override {
     return {std::string(cab::tap::kQuery), std::string(cab::tap::kKey), std::string(cab::tap::kValue),
             std::string(cab::tap::kAttention), std::string(cab::tap::kHiddenIn), std::string(cab::tap::kHiddenOut)};

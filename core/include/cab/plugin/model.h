@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,28 @@ struct CAB_API ModelShape {
   bool causal = false;
 };
 
+/// A model's weights by role: the vocabulary teachers and students share so that a student can be initialized
+/// from a teacher (`from-teacher` init, attention-weight reuse). Linear weights in nn.Linear layout [out, in];
+/// q/k/v with all heads concatenated. Roles:
+///   per layer l: "layers.<l>.attn.{q,k,v,o}.{weight,bias}", "layers.<l>.norm1.{weight,bias}" (before the
+///     mixer), "layers.<l>.norm2.{weight,bias}" (before the MLP), "layers.<l>.mlp.{fc1,fc2,gate}.{weight,bias}"
+///   global: "embed.tokens", "embed.patch.{weight,bias}", "embed.cls", "embed.pos", "norm_f.{weight,bias}",
+///     "head.{weight,bias}"
+using RoleWeights = std::map<std::string, at::Tensor>;
+
+/// What an initialization from a teacher did, per student parameter ("copied" exact, "partial" the leading
+/// block of a differently sized tensor, "skipped" with the reason).
+struct CAB_API InitReport {
+  std::vector<std::string> copied, partial, skipped;
+  std::string str() const;
+};
+
+/// Copies `role` of `teacher` into `dst` (a student parameter called `what` in the report), without autograd:
+/// the whole tensor when shapes match; the leading block min(dst, src) per dimension when only the sizes
+/// differ (the rest of dst keeps its initialization); otherwise (role missing, different rank) skipped.
+CAB_API void copy_role(at::Tensor& dst, const RoleWeights& teacher, const std::string& role, const std::string& what,
+                       InitReport& report);
+
 /// What teachers and students share: a LibTorch module with taps and Hugging Face style checkpoints.
 class CAB_API Model : public Component, public torch::nn::Module {
  public:
@@ -43,6 +66,8 @@ class CAB_API Teacher : public Model {
  public:
   ~Teacher() override;
   virtual int64_t num_heads() const = 0;
+  /// The weights by role (see RoleWeights); the tensors share storage with the parameters.
+  virtual RoleWeights weights_by_role() const = 0;
 };
 
 /// A Mamba-family student.
@@ -53,6 +78,10 @@ class CAB_API Student : public Model {
   virtual int64_t d_inner() const = 0;
   /// True for students with a forward and a backward scan per layer (Vim).
   virtual bool bidirectional() const = 0;
+  /// The `from-teacher` initialization: C ← W_Q, B ← W_K, x ← W_V, out_proj ← W_O, plus norms, MLPs and
+  /// embeddings where shapes allow; student layer l takes teacher layer layer_map[l]. Students that cannot
+  /// throw cab::Error (the default).
+  virtual InitReport init_from_teacher(const RoleWeights& teacher, const std::vector<int64_t>& layer_map);
 };
 
 }  // namespace cab
