@@ -204,6 +204,8 @@ int sweep_command(const std::string& path, const po::variables_map& vm, const ca
   options.worker_arguments = plugin_args;
   options.log_dir = vm.count("log-dir") ? fs::path(vm["log-dir"].as<std::string>())
                                         : (db.has_parent_path() ? db.parent_path() : fs::path(".")) / "logs" / file.name;
+  options.run_dir = vm.count("run-dir") ? fs::path(vm["run-dir"].as<std::string>())
+                                        : (db.has_parent_path() ? db.parent_path() : fs::path(".")) / "runs" / file.name;
   options.filters = filters;
   options.interactive = isatty(STDOUT_FILENO) && !vm.count("plain");
   const auto outcome = cab::sweep::run_sweep(store, frozen.sweep_id, options, std::cout);
@@ -251,6 +253,7 @@ int main(int argc, char** argv) {
       ("dry-run", "list the runs with their hashes and status; change nothing")
       ("filter", po::value<std::vector<std::string>>()->composing(), "only runs with key=value (repeatable)")
       ("log-dir", po::value<std::string>(), "worker logs (default: <db folder>/logs/<sweep>)")
+      ("run-dir", po::value<std::string>(), "per-run folders: checkpoints, trained models (default: <db folder>/runs/<sweep>)")
       ("plain", "plain progress lines even on a terminal")
       ("sweep", po::value<std::string>(), "with status: only this sweep");
   cl.hidden.add_options()

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cab/config/toml_reader.h"
+#include "cab/plugin/objective.h"
 #include "cab/plugin/registry.h"
 #include "cab/util/did_you_mean.h"
 #include "cab/util/error.h"
@@ -190,14 +191,22 @@ std::vector<RunSpec> expand(const SweepFile& sweep, const plugin::Registry& regi
   std::set<std::string> seen;
   for (const auto& a : kept) {
     const config::RunConfig config = config::parse_run_config(document_of(sweep, a), registry);
-    for (auto kind : {plugin::Kind::dataset, plugin::Kind::student, plugin::Kind::method}) {
-      if (!config.plugins.count(kind)) {
-        throw ConfigError(fmt::format("{}: runs need a {} plugin: set \"{}.name\" in [base] or vary it in [grid] "
-                                      "(available: {})",
-                                      sweep.path, plugin::to_string(kind), plugin::to_string(kind),
-                                      join_names(registry.names(kind))));
-      }
-    }
+    auto require = [&](plugin::Kind kind, const std::string& why) {
+      if (config.plugins.count(kind)) return;
+      throw ConfigError(fmt::format("{}: runs need a {} plugin{}: set \"{}.name\" in [base] or vary it in [grid] "
+                                    "(available: {})",
+                                    sweep.path, plugin::to_string(kind), why, plugin::to_string(kind),
+                                    join_names(registry.names(kind))));
+    };
+    require(plugin::Kind::dataset, "");
+    require(plugin::Kind::method, "");
+    // The method says which models it needs (constructing one is cheap: it only reads its options).
+    const auto& m = config.plugins.at(plugin::Kind::method);
+    const auto method = registry.create_as<Method>(plugin::Kind::method, m.name, m.options);
+    const bool trains_teacher = method->trains() == Trains::teacher;
+    if (!trains_teacher) require(plugin::Kind::student, "");
+    if (trains_teacher || method->needs_teacher())
+      require(plugin::Kind::teacher, fmt::format(" (method {} {})", m.name, trains_teacher ? "trains it" : "distills from it"));
     RunSpec spec;
     spec.params = flatten(config);
     spec.canonical = canonical_text(spec.params);

@@ -158,8 +158,14 @@ class Host {
     argv.push_back(nullptr);
     std::vector<std::string> env;
     for (char** e = environ; *e; ++e)
-      if (slot.empty() || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env.emplace_back(*e);
+      if ((slot.empty() || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) && std::strncmp(*e, "CAB_RUN_DIR=", 12) != 0)
+        env.emplace_back(*e);
     if (!slot.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + slot);
+    if (!options_.run_dir.empty()) {  // checkpoints and the trained model; the same folder when the run resumes
+      const auto dir = std::filesystem::absolute(options_.run_dir / run.config_hash);
+      std::filesystem::create_directories(dir);
+      env.push_back("CAB_RUN_DIR=" + dir.string());
+    }
     std::vector<char*> envp;
     for (auto& s : env) envp.push_back(s.data());
     envp.push_back(nullptr);

@@ -64,7 +64,10 @@ int run_worker(const std::string& config_text, const plugin::Registry& registry,
     const auto config = config::parse_run_config(config::parse_toml(config_text, "<run config>"), registry);
     report_provenance(config, registry, reporter);
     reporter.heartbeat();
-    train::train(config, registry, reporter);
+    // The host names the run's folder (checkpoints to resume from, the trained model) in CAB_RUN_DIR.
+    train::TrainOptions options;
+    if (const char* dir = std::getenv("CAB_RUN_DIR"); dir && *dir) options.run_dir = dir;
+    train::train(config, registry, reporter, options);
     reporter.done();
     return kWorkerOk;
   } catch (const train::NonFiniteLoss& e) {

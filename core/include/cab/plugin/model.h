@@ -66,6 +66,8 @@ class CAB_API Teacher : public Model {
  public:
   ~Teacher() override;
   virtual int64_t num_heads() const = 0;
+  /// Features of the k tap (all key heads concatenated): d_model, or kv_heads · head_dim with grouped queries.
+  virtual int64_t key_features() const { return shape().d_model; }
   /// The weights by role (see RoleWeights); the tensors share storage with the parameters.
   virtual RoleWeights weights_by_role() const = 0;
 };
@@ -78,6 +80,8 @@ class CAB_API Student : public Model {
   virtual int64_t d_inner() const = 0;
   /// True for students with a forward and a backward scan per layer (Vim).
   virtual bool bidirectional() const = 0;
+  /// Features of the B and C taps: d_state, or groups · d_state for grouped (Mamba-2) students.
+  virtual int64_t bc_features() const { return d_state(); }
   /// The `from-teacher` initialization: C ← W_Q, B ← W_K, x ← W_V, out_proj ← W_O, plus norms, MLPs and
   /// embeddings where shapes allow; student layer l takes teacher layer layer_map[l]. Students that cannot
   /// throw cab::Error (the default).

@@ -23,6 +23,8 @@ namespace cab {
 struct CAB_API LossTerms {
   at::Tensor total;
   std::map<std::string, at::Tensor> terms;
+  /// Non-differentiable per-step figures streamed as "stat/<name>" (e.g. the alignment's share of the step).
+  std::map<std::string, double> stats;
 };
 
 /// A mini-batch: inputs (images or token ids) and targets (labels or next tokens).
@@ -51,15 +53,25 @@ class CAB_API Alignment : public Component, public torch::nn::Module {
 /// What a method is given: the models (teacher null for methods without one) and the alignment, if any.
 struct CAB_API MethodContext {
   std::shared_ptr<Teacher> teacher;
-  std::shared_ptr<Student> student;
+  std::shared_ptr<Student> student;  ///< null for methods that train the teacher
   std::shared_ptr<Alignment> alignment;
+  int64_t total_steps = 0;      ///< optimizer steps of the run
+  int64_t steps_per_epoch = 1;  ///< optimizer steps per pass over the training subset
 };
+
+/// Which model a method optimizes.
+enum class Trains : std::uint8_t { student = 0, teacher = 1 };
 
 /// The whole training objective and its stage schedule (vanilla, soft-kd, mohawk, cab, ...).
 class CAB_API Method : public Component, public torch::nn::Module {
  public:
   ~Method() override;
   virtual bool needs_teacher() const = 0;
+  /// The model whose parameters are optimized and evaluated: the student (distillation) or the teacher
+  /// (teacher training; the trainer then saves it as a Hugging Face checkpoint and records its path).
+  virtual Trains trains() const { return Trains::student; }
+  /// Whether the method uses the run's [alignment] (and its bridges); the trainer builds them only then.
+  virtual bool uses_alignment() const { return false; }
   virtual void setup(const MethodContext& context) = 0;
   /// Stage name at a step (recorded with the metrics); single-stage methods return "main".
   virtual std::string stage(int64_t step) const;

@@ -37,6 +37,7 @@ struct CAB_API SchedulerOptions {
   std::filesystem::path executable;           ///< the program to start workers with (`--worker`)
   std::vector<std::string> worker_arguments;  ///< passed through (plugin paths)
   std::filesystem::path log_dir;              ///< one log file per run attempt
+  std::filesystem::path run_dir;              ///< per run a folder <run_dir>/<config_hash> (CAB_RUN_DIR)
   std::vector<std::pair<std::string, std::string>> filters;  ///< key = value (TOML text); others are skipped
   bool interactive = false;                   ///< redraw one progress line (terminal) instead of plain lines
 };
