@@ -48,6 +48,11 @@ void expect_contains(const std::string& text, const std::string& fragment) {
 
 }  // namespace
 
+// Per step: loss, loss/ce, lr, grad_norm, time/step_ms, throughput/examples_per_s (CPU: no memory metric);
+// at the end eval/top1 and eval/loss.
+constexpr int kPerStep = 6;
+int per_run_metrics(int steps) { return steps * kPerStep + 2; }
+
 TEST_F(SweepEngine, RunsEverythingRecordsMetricsAndResumesWithoutRedoing) {
   const auto file = sweep_file("basic", 4, 10);
   auto r = run_command(command(file, "--workers 2"));
@@ -58,7 +63,7 @@ TEST_F(SweepEngine, RunsEverythingRecordsMetricsAndResumesWithoutRedoing) {
   ASSERT_EQ(runs.size(), 4u);
   for (const auto& run : runs) {
     EXPECT_EQ(run.status, Status::finished);
-    EXPECT_EQ(store.metric_count(run.id), 10 * 3);  // loss, loss/ce, lr per step
+    EXPECT_EQ(store.metric_count(run.id), per_run_metrics(10));
     EXPECT_EQ(store.summary(run.id).at("steps"), "10");
     const auto prov = store.provenance(run.id);
     for (const char* key : {"git_sha", "git_dirty", "binary_sha256", "torch_version", "cuda_version", "host",
@@ -121,7 +126,7 @@ method.crash_at_step = 3
   expect_failed("oom", "out of memory (exit code 5): out of memory: CUDA out of memory. Tried to allocate 20.00 GiB");
   expect_failed("hang", "timed out after 20 s");
   // Metrics up to the failure are kept.
-  EXPECT_EQ(store.metric_count(by_crash["nan"].id), 3 * 3);
+  EXPECT_EQ(store.metric_count(by_crash["nan"].id), 3 * kPerStep);
 }
 
 TEST_F(SweepEngine, CtrlCMarksRunsKilledAndTheyResume) {
@@ -141,7 +146,7 @@ TEST_F(SweepEngine, CtrlCMarksRunsKilledAndTheyResume) {
   for (const auto& run : runs_of("interrupt")) {
     EXPECT_EQ(run.status, Status::finished);
     EXPECT_EQ(run.attempts, 2);
-    EXPECT_EQ(store.metric_count(run.id), 40 * 3);
+    EXPECT_EQ(store.metric_count(run.id), per_run_metrics(40));
   }
 }
 
@@ -167,7 +172,7 @@ TEST_F(SweepEngine, KillNineAtRandomMomentsThenResumeFinishesEveryRunExactlyOnce
   int retried = 0;
   for (const auto& run : runs) {
     EXPECT_EQ(run.status, Status::finished) << run.id;
-    EXPECT_EQ(store.metric_count(run.id), kSteps * 3) << run.id;  // none lost, none duplicated
+    EXPECT_EQ(store.metric_count(run.id), per_run_metrics(kSteps)) << run.id;  // none lost, none duplicated
     EXPECT_EQ(store.summary(run.id).at("steps"), std::to_string(kSteps));
     retried += run.attempts > 1;
   }

@@ -40,6 +40,9 @@ TEST_F(CliTest, ListPluginsShowsKindNameVersionLibrary) {
   for (const char* name : {"identity", "linear", "mlp"}) expect_contains(r.output, std::string("bridge     ") + name);
   expect_contains(r.output, "cab-bridge-mlp.so");
   expect_contains(r.output, "student    mamba");
+  expect_contains(r.output, "student    vim");
+  expect_contains(r.output, "student    mamba2");
+  expect_contains(r.output, "student    phi-mamba");
   expect_contains(r.output, "teacher    vit");
   expect_contains(r.output, "plugin(s) from");
 }

@@ -1,12 +1,12 @@
 // Anchors the plugin interfaces' vtables and type info in libcab_core (needed for casts across libraries).
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "cab/plugin/bridge.h"
 #include "cab/plugin/model.h"
 #include "cab/plugin/objective.h"
 #include "cab/util/error.h"
+#include "cab/util/join.h"
 
 namespace cab {
 
@@ -24,7 +24,7 @@ InitReport Student::init_from_teacher(const RoleWeights& /*teacher*/, const std:
 
 std::string InitReport::str() const {
   return fmt::format("copied {} tensors, partially {} [{}], skipped {} [{}]", copied.size(), partial.size(),
-                     fmt::join(partial, ", "), skipped.size(), fmt::join(skipped, ", "));
+                     join(partial, ", "), skipped.size(), join(skipped, ", "));
 }
 
 void copy_role(at::Tensor& dst, const RoleWeights& teacher, const std::string& role, const std::string& what,
@@ -47,11 +47,11 @@ void copy_role(at::Tensor& dst, const RoleWeights& teacher, const std::string& r
       s = s.narrow(i, 0, n);
     }
     d.copy_(s);
-    report.partial.push_back(fmt::format("{} {} ← {} {}", what, fmt::join(dst.sizes(), "×"), role,
-                                         fmt::join(src.sizes(), "×")));
+    report.partial.push_back(fmt::format("{} {} ← {} {}", what, join(dst.sizes(), "×"), role,
+                                         join(src.sizes(), "×")));
   } else {
-    report.skipped.push_back(fmt::format("{} {} vs {} {}", what, fmt::join(dst.sizes(), "×"), role,
-                                         fmt::join(src.sizes(), "×")));
+    report.skipped.push_back(fmt::format("{} {} vs {} {}", what, join(dst.sizes(), "×"), role,
+                                         join(src.sizes(), "×")));
   }
 }
 

@@ -2,13 +2,13 @@
 #include "cab/plugin/layer_map.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include <cmath>
 
 #include "cab/config/schema.h"
 #include "cab/config/section.h"
 #include "cab/util/error.h"
+#include "cab/util/join.h"
 
 namespace cab {
 
@@ -28,7 +28,7 @@ std::vector<int64_t> layer_map(const std::string& kind, int64_t S, int64_t T, in
   } else if (kind == "explicit") {
     if (static_cast<int64_t>(layers.size()) != S)
       throw ConfigError(fmt::format("layer map explicit: layers has {} entries [{}], expected one per student layer ({})",
-                                    layers.size(), fmt::join(layers, ", "), S));
+                                    layers.size(), join(layers, ", "), S));
     for (int64_t l = 0; l < S; ++l) {
       if (layers[l] < -1 || layers[l] >= T)
         throw ConfigError(fmt::format("layer map explicit: layers[{}] = {} is not a teacher layer (0..{}) or -1",

@@ -1,0 +1,40 @@
+// The multi-head SSM of Mamba-2 and Phi-Mamba, run on cab's selective scan, and its per-head mixing matrix.
+//
+// Per head h (P = head_dim channels, state size N), with a scalar step Δ_t and decay A_h per head and B_t, C_t ∈ R^N
+// shared by the heads of a group:
+//   s_t[p, :] = exp(Δ_t · A_h) · s_{t−1}[p, :] + Δ_t · B_t · x_t[p],      y_t[p] = C_t · s_t[p, :]
+// This is the Mamba-1 selective scan with per-channel Δ = the Δ of the channel's head (repeated P times),
+// A[d, n] = A_h for every n, and B, C grouped [batch, G, N, L] (channel d reads group d / (D / G), which is head
+// h's group h / (H / G)), so cab::kernels::scan runs it unchanged. That is the SSM (recurrent) form of SSD: it
+// costs what the Mamba-1 scan costs (state D·N per sequence; the chunked autograd form holds [b, T, T, D, N] per
+// chunk). The chunked SSD kernel, which uses that A is a scalar per head (decays [b, T, T, H], matrix multiplies
+// for the rest), comes with the kernels issue.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace cab::mamba2 {
+
+/// Accumulation dtype of a model computing in `t`'s dtype: fp64 stays fp64, everything else computes in fp32.
+at::ScalarType accumulation_type(const at::Tensor& t);
+
+struct HeadScanInputs {
+  at::Tensor x;       ///< [batch, L, H·P] the scanned input
+  at::Tensor delta;   ///< [batch, L, H] step sizes, already positive (after softplus and clamps)
+  at::Tensor A;       ///< [H] negative decay rates
+  at::Tensor B, C;    ///< [batch, L, G·N], G dividing H
+  int64_t groups = 1;  ///< G
+};
+
+/// y [batch, L, H·P] in the accumulation dtype of x (no D skip, no gate).
+at::Tensor head_scan(const HeadScanInputs& in);
+
+/// The scan as one matrix per head (computed with cab::kernels::mixing_matrix on one channel per head):
+/// y[b, :, h·P + p] = M[b, h] · x[b, :, h·P + p] for every p, where
+///   M[b, h, t, s] = C_t · B_s · exp(Σ_{k=s+1..t} Δ_k A_h) · Δ_s  for s ≤ t, 0 above the diagonal.
+/// [batch, H, L, L] in the accumulation dtype; no D on the diagonal (the models add their own skip).
+at::Tensor head_mixing_matrix(const HeadScanInputs& in);
+
+}  // namespace cab::mamba2
