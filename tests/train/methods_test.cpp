@@ -161,3 +161,48 @@ TEST_F(MethodsTest, CabAddsLambdaTimesAlignmentWithItsSchedule) {
   EXPECT_DOUBLE_EQ(decayed.stats.at("lambda"), 1.5);  // λ = 3 halved half way through
   EXPECT_THROW(method("cab", {}), cab::ConfigError);  // no alignment
 }
+
+TEST(CabBcVision, BidirectionalStudentAlignsEachDirectionToReorderedTeacherTokens) {
+  cab::plugin::Registry registry;
+  registry.discover({CAB_TEST_PLUGIN_DIR});
+  cab::config::Section common;
+  common.set("image_size", std::int64_t{8}).set("patch_size", std::int64_t{4}).set("channels", std::int64_t{1})
+      .set("classes", std::int64_t{3}).set("d_model", std::int64_t{16}).set("n_layer", std::int64_t{2});
+  cab::config::Section t = common, s = common;
+  t.set("heads", std::int64_t{2});
+  s.set("d_state", std::int64_t{4});
+  auto teacher = registry.create_as<cab::Teacher>(Kind::teacher, "vit", t);
+  auto student = registry.create_as<cab::Student>(Kind::student, "vim", s);
+  EXPECT_EQ(teacher->shape().cls_index, 0);
+  EXPECT_EQ(student->shape().cls_index, 2);  // 4 patches: the class token sits at index 2 of 5
+  auto align = registry.create_as<cab::Alignment>(Kind::alignment, "cab-bc", {});
+  cab::AlignmentContext context{teacher.get(), student.get(), {}};
+  context.make_bridge = [&](int64_t in, int64_t out) {
+    cab::config::Section b;
+    b.set("in_features", in).set("out_features", out);
+    return registry.create_as<cab::Bridge>(Kind::bridge, "linear", b);
+  };
+  align->setup(context);
+  EXPECT_EQ(align->named_children().size(), 8u);  // 2 layers × 2 directions × (φ_B, φ_C)
+  const at::Tensor images = at::randn({3, 1, 8, 8});
+  at::NoGradGuard no_grad;
+  const auto so = student->forward(images, align->student_taps());
+  const auto to = teacher->forward(images, align->teacher_taps());
+  const double got = align->loss(so.taps, to.taps).total.item<double>();
+  // By hand: teacher tokens [cls, p0, p1, p2, p3] → student layout [p0, p1, cls, p2, p3]; backward reversed.
+  const at::Tensor order = at::tensor({1, 2, 0, 3, 4}, at::kLong);
+  auto children = align->named_children();
+  double want = 0;
+  for (int l = 0; l < 2; ++l)
+    for (int d = 0; d < 2; ++d) {
+      const auto dir = d ? cab::Direction::backward : cab::Direction::forward;
+      const std::string suffix = std::to_string(l) + (d ? "_bwd" : "");
+      for (const auto& [s_tap, t_tap] : {std::pair<std::string, std::string>{"B", "k"}, {"C", "q"}}) {
+        at::Tensor target = to.taps.at({t_tap, l}).index_select(1, order);
+        if (d) target = target.flip({1});
+        auto phi = std::dynamic_pointer_cast<cab::Bridge>(children[std::string("phi_") + s_tap + "_" + suffix]);
+        want += at::mse_loss(phi->forward(so.taps.at({s_tap, l, dir})), target).item<double>();
+      }
+    }
+  EXPECT_NEAR(got, want / 4, 1e-6);
+}
