@@ -95,7 +95,7 @@ TEST_F(BridgesTest, IdentityPassesThroughAndNeedsEqualWidths) {
   }
 }
 
-TEST_F(BridgesTest, MissingWidthIsARequiredKeyError) {
+TEST_F(BridgesTest, MissingWidthIsAConfigError) {
   cab::config::Section options;
   options.set("in_features", std::int64_t{4});
   EXPECT_THROW(registry_.create(Kind::bridge, "linear", options), cab::ConfigError);

@@ -2,6 +2,8 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "cab/config/schema.h"
+#include "cab/config/section.h"
 #include "cab/plugin/bridge.h"
 #include "cab/plugin/model.h"
 #include "cab/plugin/objective.h"
@@ -53,6 +55,21 @@ void copy_role(at::Tensor& dst, const RoleWeights& teacher, const std::string& r
     report.skipped.push_back(fmt::format("{} {} vs {} {}", what, join(dst.sizes(), "×"), role,
                                          join(src.sizes(), "×")));
   }
+}
+
+void describe_bridge_widths(config::Schema& s) {
+  s.add("in_features", config::Type::integer, "width of the student tap (0: set by the alignment)")
+      .fallback(std::int64_t{0}).min(0);
+  s.add("out_features", config::Type::integer, "width of the teacher tap (0: set by the alignment)")
+      .fallback(std::int64_t{0}).min(0);
+}
+
+std::pair<int64_t, int64_t> bridge_widths(const config::Section& o, std::string_view bridge) {
+  const int64_t in = o.integer("in_features"), out = o.integer("out_features");
+  if (in < 1 || out < 1)
+    throw ConfigError(fmt::format("bridge {}: in_features = {}, out_features = {}; both must be ≥ 1 (an alignment "
+                                  "sets them per layer)", bridge, in, out));
+  return {in, out};
 }
 
 std::string Method::stage(int64_t /*step*/) const { return "main"; }

@@ -66,7 +66,10 @@ int run_worker(const std::string& config_text, const plugin::Registry& registry,
     reporter.heartbeat();
     // The host names the run's folder (checkpoints to resume from, the trained model) in CAB_RUN_DIR.
     train::TrainOptions options;
-    if (const char* dir = std::getenv("CAB_RUN_DIR"); dir && *dir) options.run_dir = dir;
+    if (const char* dir = std::getenv("CAB_RUN_DIR"); dir && *dir) {
+      options.run_dir = dir;
+      reporter.provenance("run_dir", dir);
+    }
     train::train(config, registry, reporter, options);
     reporter.done();
     return kWorkerOk;

@@ -20,14 +20,10 @@ class IdentityBridge final : public cab::Bridge {
   int64_t features_;
 };
 
-void describe(cab::config::Schema& s) {
-  using cab::config::Type;
-  s.add("in_features", Type::integer, "width of the student tap (set by the alignment)").required().min(1);
-  s.add("out_features", Type::integer, "width of the teacher tap; must equal in_features").required().min(1);
-}
+void describe(cab::config::Schema& s) { cab::describe_bridge_widths(s); }
 
 std::shared_ptr<cab::Component> create(const cab::config::Section& o) {
-  const int64_t in = o.integer("in_features"), out = o.integer("out_features");
+  const auto [in, out] = cab::bridge_widths(o, "identity");
   if (in != out) {
     throw cab::ConfigError(fmt::format("{}: the identity bridge needs equal widths, got in_features = {} and "
                                        "out_features = {}; use the linear or mlp bridge",

@@ -25,13 +25,13 @@ class LinearBridge final : public cab::Bridge {
 
 void describe(cab::config::Schema& s) {
   using cab::config::Type;
-  s.add("in_features", Type::integer, "width of the student tap (set by the alignment)").required().min(1);
-  s.add("out_features", Type::integer, "width of the teacher tap (set by the alignment)").required().min(1);
+  cab::describe_bridge_widths(s);
   s.add("bias", Type::boolean, "learn a bias").fallback(true);
 }
 
 std::shared_ptr<cab::Component> create(const cab::config::Section& o) {
-  return std::make_shared<LinearBridge>(o.integer("in_features"), o.integer("out_features"), o.boolean("bias"));
+  const auto [in, out] = cab::bridge_widths(o, "linear");
+  return std::make_shared<LinearBridge>(in, out, o.boolean("bias"));
 }
 
 }  // namespace

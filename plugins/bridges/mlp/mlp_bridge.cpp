@@ -56,15 +56,15 @@ class MlpBridge final : public cab::Bridge {
 
 void describe(cab::config::Schema& s) {
   using cab::config::Type;
-  s.add("in_features", Type::integer, "width of the student tap (set by the alignment)").required().min(1);
-  s.add("out_features", Type::integer, "width of the teacher tap (set by the alignment)").required().min(1);
+  cab::describe_bridge_widths(s);
   s.add("hidden", Type::integer, "hidden width of the MLP").fallback(std::int64_t{128}).min(1);
   s.add("activation", Type::string, "activation between the two layers").fallback(std::string("silu")).one_of({"silu", "gelu", "relu"});
   s.add("bias", Type::boolean, "biases in both linear layers").fallback(true);
 }
 
 std::shared_ptr<cab::Component> create(const cab::config::Section& o) {
-  return std::make_shared<MlpBridge>(MlpBridgeOptions(o.integer("in_features"), o.integer("out_features"))
+  const auto [in, out] = cab::bridge_widths(o, "mlp");
+  return std::make_shared<MlpBridge>(MlpBridgeOptions(in, out)
                                          .hidden(o.integer("hidden"))
                                          .activation(o.string("activation"))
                                          .bias(o.boolean("bias")));

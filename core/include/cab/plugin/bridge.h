@@ -1,11 +1,25 @@
 // Bridge φ: maps a student tap (e.g. B or C, [..., N]) into the teacher's space (K or Q, [..., d_teacher]).
 #pragma once
 
+#include <cstdint>
+#include <string_view>
+#include <utility>
+
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
 #include "cab/export.h"
 #include "cab/plugin/component.h"
+
+namespace cab::config {
+class Schema;
+class Section;
+/// Declares in_features / out_features (0 = "set by the alignment", so a [bridge] table needs neither).
+CAB_API void describe_bridge_widths(config::Schema& schema);
+/// {in_features, out_features}; cab::ConfigError when either is still 0 (the bridge was built outside an alignment).
+CAB_API std::pair<int64_t, int64_t> bridge_widths(const config::Section& options, std::string_view bridge);
+
+}  // namespace cab::config
 
 namespace cab {
 
@@ -18,5 +32,10 @@ class CAB_API Bridge : public Component, public torch::nn::Module {
   virtual int64_t in_features() const = 0;
   virtual int64_t out_features() const = 0;
 };
+
+/// Declares in_features / out_features (0 = "set by the alignment", so a [bridge] table needs neither).
+CAB_API void describe_bridge_widths(config::Schema& schema);
+/// {in_features, out_features}; cab::ConfigError when either is still 0 (the bridge was built outside an alignment).
+CAB_API std::pair<int64_t, int64_t> bridge_widths(const config::Section& options, std::string_view bridge);
 
 }  // namespace cab
