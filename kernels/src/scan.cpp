@@ -1,6 +1,8 @@
 // Differentiable selective scans in LibTorch ops: a sequential loop and a chunked parallel form.
 #include "cab/kernels/scan.h"
 
+#include "scan_cpu_autograd.h"
+
 #include <ATen/ATen.h>
 
 namespace cab::kernels {
@@ -103,12 +105,14 @@ ScanResult scan(const ScanInputs& in, ScanBackend backend, int64_t chunk) {
     bool grad = in.u.requires_grad() || in.delta.requires_grad() || in.A.requires_grad() || in.B.requires_grad() ||
                 in.C.requires_grad();
     for (const auto* t : {&in.D_skip, &in.z, &in.delta_bias, &in.initial_state}) grad = grad || (*t && (*t)->requires_grad());
-    backend = grad && at::GradMode::is_enabled() ? ScanBackend::chunked : ScanBackend::kernel;
+    grad = grad && at::GradMode::is_enabled();
+    // With gradients: the CPU kernel has its own backward; on GPUs the chunked form until the CUDA backward lands.
+    backend = grad && !in.u.device().is_cpu() ? ScanBackend::chunked : ScanBackend::kernel;
   }
   switch (backend) {
     case ScanBackend::sequential: return sequential(in);
     case ScanBackend::chunked: return chunked(in, chunk);
-    default: return selective_scan(in);
+    default: return in.u.device().is_cpu() && at::GradMode::is_enabled() ? scan_cpu_autograd(in) : selective_scan(in);
   }
 }
 

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <thread>
+
 #include <cerrno>
 #include <cmath>
 #include <csignal>
@@ -161,6 +163,12 @@ class Host {
       if ((slot.empty() || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) && std::strncmp(*e, "CAB_RUN_DIR=", 12) != 0)
         env.emplace_back(*e);
     if (!slot.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + slot);
+    // CPU workers share the cores: without a user setting, each gets its share of OpenMP threads (LibTorch's
+    // busy-waiting threads slow everything down when oversubscribed).
+    if (options_.gpus.empty() && options_.workers > 1 && !std::getenv("OMP_NUM_THREADS")) {
+      const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+      env.push_back(fmt::format("OMP_NUM_THREADS={}", std::max(1u, cores / static_cast<unsigned>(options_.workers))));
+    }
     if (!options_.run_dir.empty()) {  // checkpoints and the trained model; the same folder when the run resumes
       const auto dir = std::filesystem::absolute(options_.run_dir / run.config_hash);
       std::filesystem::create_directories(dir);

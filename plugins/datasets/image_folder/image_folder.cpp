@@ -3,7 +3,7 @@
 // the standard transforms: RandomResizedCrop + horizontal flip for training, Resize + CenterCrop for test.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <fmt/ranges.h>
+#include <cab/util/join.h>
 
 #include <algorithm>
 #include <cctype>
@@ -124,7 +124,7 @@ std::vector<Example> scan_split(const fs::path& dir, const ImageFolderOptions& o
         examples.push_back({file.path().string(), label});
     if (examples.size() == before)
       throw cab::Error(fmt::format("image-folder: class folder {} holds no images (files ending in {})",
-                                   entry.path().string(), fmt::join(o.extensions, ", ")));
+                                   entry.path().string(), cab::join(o.extensions, ", ")));
   }
   if (examples.empty()) {
     if (loose_images > 0)

@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <fmt/ranges.h>
+#include <cab/util/join.h>
 #include <nlohmann/json.hpp>
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
@@ -384,7 +384,7 @@ TokenCache open_token_cache(const TextCorpusOptions& o) {
   list_documents(root, root, o.extensions, docs);
   if (docs.empty())
     throw Error(fmt::format("text-corpus: {} holds no files ending in {} (dataset.extensions)", root.string(),
-                            fmt::join(o.extensions, ", ")));
+                            cab::join(o.extensions, ", ")));
   std::sort(docs.begin(), docs.end(), [](const Document& a, const Document& b) { return a.name < b.name; });
 
   // The key: every document's name, size and mtime, the tokenizer (its bytes when given) and the split.

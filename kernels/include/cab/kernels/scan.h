@@ -10,10 +10,10 @@
 namespace cab::kernels {
 
 enum class ScanBackend {
-  automatic,   ///< chunked when gradients are needed, else the registered kernel
+  automatic,   ///< the kernel, except with gradients on a GPU (chunked until the CUDA backward lands)
   sequential,  ///< one step at a time (reference; differentiable)
   chunked,     ///< chunks of `chunk` steps in parallel, state carried between chunks (differentiable)
-  kernel,      ///< the registered op (no autograd yet)
+  kernel,      ///< the registered op; on the CPU with an analytic backward (autograd), on CUDA forward only
 };
 
 /// y and the final state for the inputs; `chunk` is the chunk length of the chunked form.
