@@ -109,3 +109,52 @@ TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
     EXPECT_EQ(e.step, 7);
   }
 }
+
+class TrainerRealData : public cab::test::TempDirTest {};
+
+TEST_F(TrainerRealData, AugmentedVimOnFashionMnistResumesExactly) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "Debian's dataset-fashion-mnist is not installed (tools/setup installs it)";
+  cab::plugin::Registry registry;
+  registry.discover({CAB_TEST_PLUGIN_DIR});
+  const auto c = cab::config::parse_run_config(cab::config::parse_toml(R"(
+[run]
+seed = 1
+device = "cpu"
+[train]
+steps = 12
+batch_size = 16
+lr = 0.003
+warmup_steps = 2
+checkpoint_every = 4
+data_fraction = 0.0004  # 24 images: each is drawn (and augmented) several times before the checkpoint
+eval_examples = 200
+[dataset]
+name = "fashion-mnist"
+augment = true
+[student]
+name = "vim"
+image_size = 28
+patch_size = 7
+channels = 1
+classes = 10
+d_model = 16
+n_layer = 1
+d_state = 4
+[method]
+name = "vanilla"
+)", "vim.toml"), registry);
+  auto run = [&](const std::string& sub, int64_t stop_after) {
+    cab::sweep::Reporter reporter(-1);
+    cab::train::TrainOptions options;
+    options.run_dir = dir_ / sub;
+    options.stop_after = stop_after;
+    return cab::train::train(c, registry, reporter, options);
+  };
+  const auto whole = run("whole", 0);
+  EXPECT_TRUE(run("split", 6).stopped);  // killed after 6 steps: the checkpoint of step 4 remains
+  const auto resumed = run("split", 0);
+  EXPECT_TRUE(resumed.resumed);
+  EXPECT_EQ(resumed.final_loss, whole.final_loss);  // augmentation counters were restored too
+  EXPECT_EQ(resumed.eval_top1, whole.eval_top1);
+}

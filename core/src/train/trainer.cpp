@@ -228,7 +228,7 @@ void remove_files(const fs::path& dir) {  // a flat folder of files (std::filesy
 }
 
 void save_checkpoint(const fs::path& run_dir, const Trainable& t, const std::vector<at::Tensor>& ema,
-                     torch::optim::Optimizer& optimizer, const LoopState& s) {
+                     torch::optim::Optimizer& optimizer, const LoopState& s, const Dataset& data) {
   const fs::path tmp = run_dir / "checkpoint.tmp", final_dir = run_dir / "checkpoint", old = run_dir / "checkpoint.old";
   remove_files(tmp);
   fs::create_directories(tmp);
@@ -241,7 +241,9 @@ void save_checkpoint(const fs::path& run_dir, const Trainable& t, const std::vec
     for (std::size_t i = 0; i < ema.size(); ++i) e.emplace_back(t.named[i].first, ema[i]);
     io::save_safetensors(tmp / "ema.safetensors", e);
   }
-  io::save_safetensors(tmp / "rng.safetensors", {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}});
+  std::vector<std::pair<std::string, at::Tensor>> rng_state = {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+  if (auto ds = data.state(); !ds.empty()) rng_state.emplace_back("dataset", at::tensor(ds, at::kLong));
+  io::save_safetensors(tmp / "rng.safetensors", rng_state);
   torch::serialize::OutputArchive archive;
   optimizer.save(archive);
   archive.save_to((tmp / "optimizer.pt").string());
@@ -258,7 +260,7 @@ void save_checkpoint(const fs::path& run_dir, const Trainable& t, const std::vec
 }
 
 bool load_checkpoint(const fs::path& run_dir, const Trainable& t, std::vector<at::Tensor>& ema,
-                     torch::optim::Optimizer& optimizer, LoopState& s) {
+                     torch::optim::Optimizer& optimizer, LoopState& s, Dataset& data) {
   const fs::path dir = run_dir / "checkpoint";
   if (!fs::exists(dir / "state.json")) return false;
   std::ifstream in(dir / "state.json");
@@ -283,16 +285,21 @@ bool load_checkpoint(const fs::path& run_dir, const Trainable& t, std::vector<at
     const io::SafeTensorsFile e(dir / "ema.safetensors");
     for (std::size_t i = 0; i < ema.size(); ++i) ema[i].copy_(e.get(t.named[i].first));
   }
+  const io::SafeTensorsFile rng(dir / "rng.safetensors");
   at::Generator cpu_generator = at::detail::getDefaultCPUGenerator();
-  cpu_generator.set_state(io::SafeTensorsFile(dir / "rng.safetensors").get("cpu").clone());
+  cpu_generator.set_state(rng.get("cpu").clone());
+  if (rng.contains("dataset")) {
+    const at::Tensor ds = rng.get("dataset").contiguous();
+    data.restore(std::vector<int64_t>(ds.data_ptr<int64_t>(), ds.data_ptr<int64_t>() + ds.numel()));
+  }
   torch::serialize::InputArchive archive;
   archive.load_from((dir / "optimizer.pt").string());
   optimizer.load(archive);
   s.step = j.at("step").get<std::int64_t>();
   s.cursor = j.at("cursor").get<std::size_t>();
   s.order = j.at("order").get<std::vector<std::int64_t>>();
-  std::istringstream rng(j.at("order_rng").get<std::string>());
-  rng >> s.order_rng;
+  std::istringstream order_rng(j.at("order_rng").get<std::string>());
+  order_rng >> s.order_rng;
   s.best_top1 = j.at("best_top1").get<double>();
   s.best_ppl = j.at("best_ppl").get<double>();
   s.wall_before = j.at("wall_s").get<double>();
@@ -406,7 +413,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   TrainResult result;
   if (!options.run_dir.empty()) {
     fs::create_directories(options.run_dir);
-    result.resumed = load_checkpoint(options.run_dir, trainable, ema, optimizer, state);
+    result.resumed = load_checkpoint(options.run_dir, trainable, ema, optimizer, state, *dataset);
     if (result.resumed) reporter.provenance("resumed_from_step", std::to_string(state.step));
   }
   reporter.flush();
@@ -509,7 +516,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     if (!options.run_dir.empty() && checkpoint_every > 0 && (step + 1) % checkpoint_every == 0 && !last) {
       state.step = step + 1;
       state.wall_before += reporter.elapsed();
-      save_checkpoint(options.run_dir, trainable, ema, optimizer, state);
+      save_checkpoint(options.run_dir, trainable, ema, optimizer, state, *dataset);
       state.wall_before -= reporter.elapsed();
       state.step = step;
     }

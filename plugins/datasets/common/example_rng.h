@@ -43,7 +43,7 @@ class ExampleRng {
 };
 
 /// How many times each training example has been drawn so far: the per-example "epoch" of ExampleRng.
-/// Not saved with checkpoints, so a resumed run starts counting again from zero.
+/// Saved with checkpoints through Dataset::state() so a resumed run draws exactly what it would have drawn.
 class DrawCounter {
  public:
   explicit DrawCounter(std::size_t examples) : counts_(examples, 0) {}
@@ -53,6 +53,18 @@ class DrawCounter {
     std::vector<std::uint64_t> draws(indices.size());
     for (std::size_t b = 0; b < indices.size(); ++b) draws[b] = counts_[static_cast<std::size_t>(indices[b])]++;
     return draws;
+  }
+
+  std::vector<std::int64_t> snapshot() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {counts_.begin(), counts_.end()};
+  }
+  /// Restores a snapshot of the same dataset (false when the sizes differ).
+  bool restore(const std::vector<std::int64_t>& counts) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (counts.size() != counts_.size()) return false;
+    for (std::size_t i = 0; i < counts.size(); ++i) counts_[i] = static_cast<std::uint32_t>(counts[i]);
+    return true;
   }
 
  private:

@@ -232,6 +232,14 @@ class FashionMnist final : public cab::Dataset {
   FashionMnistOptions options_;
   SplitData splits_[2];
   mutable cab::datasets::DrawCounter draws_;
+
+ public:
+  std::vector<int64_t> state() const override { return draws_.snapshot(); }
+  void restore(const std::vector<int64_t>& s) override {
+    if (!draws_.restore(s))
+      throw cab::Error(fmt::format("fashion-mnist: checkpoint state has {} draw counters, the dataset {} examples",
+                                   s.size(), splits_[0].labels.numel()));
+  }
 };
 
 void describe(cab::config::Schema& s) {

@@ -262,6 +262,14 @@ class ImageFolder final : public cab::Dataset {
   std::vector<std::string> classes_;
   std::vector<Example> examples_[2];
   std::unique_ptr<cab::datasets::DrawCounter> draws_;
+
+ public:
+  std::vector<int64_t> state() const override { return draws_ ? draws_->snapshot() : std::vector<int64_t>{}; }
+  void restore(const std::vector<int64_t>& s) override {
+    if (draws_ && !draws_->restore(s))
+      throw cab::Error(fmt::format("image-folder: checkpoint state has {} draw counters, the dataset {} examples",
+                                   s.size(), examples_[0].size()));
+  }
   cab::datasets::Normalize normalize_{};
   mutable cab::datasets::ThreadPool pool_;
   std::vector<std::unique_ptr<Worker>> workers_;

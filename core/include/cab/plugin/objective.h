@@ -89,6 +89,11 @@ class CAB_API Dataset : public Component {
   /// Class label of every example of a split (for stratified fractions); empty for unlabelled text.
   virtual std::vector<int64_t> labels(Split split) const = 0;
   virtual Batch get(Split split, const std::vector<int64_t>& indices) const = 0;
+  /// State that changes as batches are drawn (e.g. per-example augmentation counters), saved with checkpoints
+  /// so that a resumed run continues exactly; empty for stateless datasets.
+  virtual std::vector<int64_t> state() const { return {}; }
+  /// Restores what state() returned; throws cab::Error when it does not fit this dataset.
+  virtual void restore(const std::vector<int64_t>& /*state*/) {}
 };
 
 }  // namespace cab
