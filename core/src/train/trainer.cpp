@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <future>
 #include <numeric>
 #include <random>
 #include <set>
@@ -458,6 +459,18 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   double step_ms_sum = 0, align_share_sum = 0;
   std::int64_t timed_steps = 0, align_steps = 0;
   std::int64_t ran = 0;
+  auto next_indices = [batch_size](LoopState& st) {  // the next batch of the shuffled subset, reshuffled per epoch
+    std::vector<std::int64_t> indices;
+    while (static_cast<std::int64_t>(indices.size()) < batch_size) {
+      if (st.cursor == st.order.size()) {
+        std::shuffle(st.order.begin(), st.order.end(), st.order_rng);
+        st.cursor = 0;
+      }
+      indices.push_back(st.order[st.cursor++]);
+    }
+    return indices;
+  };
+  std::future<Batch> prefetched;
   trained.train();
   reset_peak_memory();
   for (; state.step < steps; ++state.step) {
@@ -467,15 +480,14 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
       break;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::int64_t> indices;
-    while (static_cast<std::int64_t>(indices.size()) < batch_size) {
-      if (state.cursor == state.order.size()) {
-        std::shuffle(state.order.begin(), state.order.end(), state.order_rng);
-        state.cursor = 0;
-      }
-      indices.push_back(state.order[state.cursor++]);
-    }
-    Batch batch = dataset->get(Split::train, indices);
+    // The batch: prefetched on a background thread during the previous step (decoding overlaps compute),
+    // except right after a checkpoint, which must not contain a batch that was drawn but not trained on.
+    Batch batch = prefetched.valid() ? prefetched.get() : dataset->get(Split::train, next_indices(state));
+    const bool checkpoint_next = !options.run_dir.empty() && checkpoint_every > 0 && (step + 1) % checkpoint_every == 0;
+    if (step + 1 < steps && !checkpoint_next && !(options.stop_after > 0 && ran + 1 == options.stop_after))
+      prefetched = std::async(std::launch::async, [&dataset, indices = next_indices(state)] {
+        return dataset->get(Split::train, indices);
+      });
     batch.inputs = batch.inputs.to(device);
     batch.targets = batch.targets.to(device);
     const double rate = learning_rate(schedule, lr, min_lr, warmup, steps, step);
