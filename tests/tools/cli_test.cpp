@@ -103,12 +103,6 @@ TEST_F(CliTest, SweepWithoutTheRequiredPluginsIsRejectedBeforeAnythingIsWritten)
   EXPECT_FALSE(std::filesystem::exists(db));
 }
 
-TEST_F(CliTest, UnimplementedFeaturesSaySoWithExitCode4) {
-  auto r = run_command(kReport + " list");
-  EXPECT_EQ(r.exit_code, 4);
-  expect_contains(r.output, "not implemented");
-}
-
 TEST_F(CliTest, BadFlagsAreUsageErrors) {
   auto r = run_command(kSweep + " --no-such-flag");
   EXPECT_EQ(r.exit_code, 2);
