@@ -137,3 +137,23 @@ TEST_F(RunDataTest, LoadsWhatTheHostWrote) {
   cab::test::record_sweep(store, "later", {cab::test::finished_run(cab::test::distill_params("cab", 0.1, 0), 30)});
   EXPECT_EQ(RunData::open(db).sweeps().size(), 3u);
 }
+
+TEST_F(RunDataTest, LongCurvesAreSampledBySeeksNotScanned) {
+  const auto db = dir_ / "cab.sqlite";
+  {
+    cab::store::Store store(db);
+    auto run = cab::test::finished_run(cab::test::distill_params("cab", 0.05, 0), 27.0, 0);
+    for (int step = 0; step < 5000; ++step) run.metrics.emplace_back("loss", step, 1.0 / (1 + step));
+    cab::test::record_sweep(store, "long", {run});
+  }
+  const auto data = RunData::open(db);
+  const cab::report::Run* run = &data.runs()[0];
+  EXPECT_EQ(data.series({run}, "loss")[0].size(), 5000u);
+  const auto sampled = data.series({run}, "loss", 100)[0];
+  ASSERT_EQ(sampled.size(), 100u);
+  EXPECT_EQ(sampled.front().first, 0);
+  EXPECT_EQ(sampled.back().first, 4999);
+  for (std::size_t i = 1; i < sampled.size(); ++i) EXPECT_GT(sampled[i].first, sampled[i - 1].first);
+  EXPECT_DOUBLE_EQ(sampled[50].second, 1.0 / (1 + sampled[50].first));
+  EXPECT_EQ(data.series({run}, "loss", 2000)[0].size(), 5000u);  // few enough steps: all of them
+}

@@ -55,41 +55,78 @@ std::string panel_title(const std::vector<std::string>& labels, const std::vecto
   return join(parts, " · ");
 }
 
+/// Running mean, variance (Welford), min and max of the values at one step; mergeable (Chan et al.).
+struct Accumulator {
+  double n = 0, mean = 0, m2 = 0, min = INFINITY, max = -INFINITY;
+  void add(double v) {
+    n += 1;
+    const double d = v - mean;
+    mean += d / n;
+    m2 += d * (v - mean);
+    min = std::min(min, v);
+    max = std::max(max, v);
+  }
+  void merge(const Accumulator& o) {
+    if (o.n == 0) return;
+    const double total = n + o.n, d = o.mean - mean;
+    mean += d * o.n / total;
+    m2 += o.m2 + d * d * n * o.n / total;
+    n = total;
+    min = std::min(min, o.min);
+    max = std::max(max, o.max);
+  }
+  Stats stats() const {
+    Stats s;
+    s.n = static_cast<int>(n);
+    s.mean = mean;
+    s.std = n > 1 ? std::sqrt(m2 / (n - 1)) : 0;
+    s.min = min;
+    s.max = max;
+    s.sum = mean * n;
+    return s;
+  }
+};
+
 /// Mean curve of per-step series over runs; binned when there are many steps.
 std::vector<Point> mean_curve(const std::vector<Series>& runs) {
-  std::map<std::int64_t, std::vector<double>> by_step;
-  for (const auto& s : runs)
-    for (const auto& [step, value] : s) by_step[step].push_back(value);
+  std::map<std::int64_t, Accumulator> by_step;
+  for (const auto& s : runs) {
+    auto hint = by_step.begin();
+    for (const auto& [step, value] : s) {  // each run's steps ascend: insert with a hint
+      hint = by_step.try_emplace(hint, step);
+      hint->second.add(value);
+    }
+  }
   std::vector<Point> out;
   if (by_step.empty()) return out;
   if (by_step.size() <= kMaxStepPoints) {
-    for (const auto& [step, values] : by_step) {
+    for (const auto& [step, acc] : by_step) {
       Point p;
       p.x = static_cast<double>(step);
       p.x_label = std::to_string(step);
-      p.stats = Stats::of(values);
+      p.stats = acc.stats();
       out.push_back(std::move(p));
     }
     return out;
   }
   const double lo = static_cast<double>(by_step.begin()->first), hi = static_cast<double>(by_step.rbegin()->first);
   const double width = (hi - lo) / kMaxStepPoints;
-  std::vector<std::vector<double>> bins(kMaxStepPoints);
+  std::vector<Accumulator> bins(kMaxStepPoints);
   std::vector<double> step_sum(kMaxStepPoints, 0);
   std::vector<int> step_count(kMaxStepPoints, 0);
-  for (const auto& [step, values] : by_step) {
+  for (const auto& [step, acc] : by_step) {
     auto b = static_cast<std::size_t>((static_cast<double>(step) - lo) / width);
     b = std::min(b, kMaxStepPoints - 1);
-    bins[b].insert(bins[b].end(), values.begin(), values.end());
+    bins[b].merge(acc);
     step_sum[b] += static_cast<double>(step);
     step_count[b] += 1;
   }
   for (std::size_t b = 0; b < kMaxStepPoints; ++b) {
-    if (bins[b].empty()) continue;
+    if (bins[b].n == 0) continue;
     Point p;
     p.x = step_sum[b] / step_count[b];
     p.x_label = short_number(std::round(p.x));
-    p.stats = Stats::of(bins[b]);
+    p.stats = bins[b].stats();
     out.push_back(std::move(p));
   }
   return out;
@@ -170,7 +207,7 @@ Figure build_figure(const Definition& def, const RunData& data, const std::vecto
           for (std::size_t i = 0; i < runs.size(); ++i)
             if (curves[i].empty()) need.push_back(runs[i]), where.push_back(i);
           if (need.empty()) break;
-          auto got = data.series(need, metric.key);
+          auto got = data.series(need, metric.key, kMaxStepPoints);
           for (std::size_t i = 0; i < need.size(); ++i) curves[where[i]] = std::move(got[i]);
         }
         if (def.value.scale != 1.0)

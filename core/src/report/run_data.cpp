@@ -2,6 +2,7 @@
 #include "cab/report/run_data.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
 #include <fmt/format.h>
 #include <fnmatch.h>
 
@@ -9,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <future>
@@ -82,13 +84,41 @@ struct LocalKeys {
   }
 };
 
-/// A read-only connection: readers never block cab-sweep's writes (WAL), and large reads come straight from
-/// the page cache (mmap).
+/// A read-only connection for one thread: readers never block cab-sweep's writes (WAL), and no mutex is taken
+/// per call (each connection stays on the thread that opened it).
 std::unique_ptr<SQLite::Database> open_read_only(const std::filesystem::path& file) {
-  auto db = std::make_unique<SQLite::Database>(file.string(), SQLite::OPEN_READONLY);
+  auto db = std::make_unique<SQLite::Database>(file.string(), SQLite::OPEN_READONLY | SQLite::OPEN_NOMUTEX);
   db->setBusyTimeout(10000);
-  db->exec("PRAGMA mmap_size = 1073741824");
   return db;
+}
+
+/// A statement on the C API: these loops read millions of values, and SQLiteCpp's per-column objects (a
+/// shared_ptr each) cost more than the reading.
+class RawStatement {
+ public:
+  RawStatement(SQLite::Database& db, const char* sql) {
+    if (const int rc = sqlite3_prepare_v2(db.getHandle(), sql, -1, &st_, nullptr); rc != SQLITE_OK)
+      throw SQLite::Exception(db.getHandle(), rc);
+  }
+  ~RawStatement() { sqlite3_finalize(st_); }
+  RawStatement(const RawStatement&) = delete;
+  RawStatement& operator=(const RawStatement&) = delete;
+  bool step() {
+    const int rc = sqlite3_step(st_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw SQLite::Exception(sqlite3_db_handle(st_), rc);
+  }
+  void reset() { sqlite3_reset(st_); }
+  sqlite3_stmt* get() const { return st_; }
+
+ private:
+  sqlite3_stmt* st_ = nullptr;
+};
+
+std::string_view text_of(sqlite3_stmt* st, int column) {
+  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st, column));
+  return text ? std::string_view(text, static_cast<std::size_t>(sqlite3_column_bytes(st, column))) : std::string_view();
 }
 
 }  // namespace
@@ -269,34 +299,29 @@ RunData RunData::open(const std::filesystem::path& file) {
     LocalKeys param_keys[2], summary_keys;
     auto read_params = [&](std::int64_t lo, std::int64_t hi, LocalKeys& keys) {
       auto conn = open_read_only(file);
-      SQLite::Statement q(*conn, "SELECT run_id, key, value FROM params WHERE run_id >= ? AND run_id < ?");
-      q.bind(1, lo);
-      q.bind(2, hi);
+      RawStatement q(*conn, "SELECT run_id, key, value FROM params WHERE run_id >= ? AND run_id < ?");
+      sqlite3_stmt* st = q.get();
+      sqlite3_bind_int64(st, 1, lo);
+      sqlite3_bind_int64(st, 2, hi);
       std::int64_t last_id = -1;
       Run* run = nullptr;
-      while (q.executeStep()) {
-        const std::int64_t id = q.getColumn(0).getInt64();
+      while (q.step()) {
+        const std::int64_t id = sqlite3_column_int64(st, 0);
         if (id != last_id) run = run_at(id), last_id = id;
-        if (!run) continue;
-        const auto key = q.getColumn(1), value = q.getColumn(2);
-        run->params.emplace_back(keys.id(std::string_view(key.getText(), static_cast<std::size_t>(key.getBytes()))),
-                                 parse_param(std::string_view(value.getText(), static_cast<std::size_t>(value.getBytes()))));
+        if (run) run->params.emplace_back(keys.id(text_of(st, 1)), parse_param(text_of(st, 2)));
       }
     };
     auto read_summary = [&](LocalKeys& keys) {
       auto conn = open_read_only(file);
-      SQLite::Statement q(*conn, "SELECT run_id, key, value FROM summary");
+      RawStatement q(*conn, "SELECT run_id, key, value FROM summary");
+      sqlite3_stmt* st = q.get();
       std::int64_t last_id = -1;
       Run* run = nullptr;
-      while (q.executeStep()) {
-        const std::int64_t id = q.getColumn(0).getInt64();
+      while (q.step()) {
+        const std::int64_t id = sqlite3_column_int64(st, 0);
         if (id != last_id) run = run_at(id), last_id = id;
         if (!run) continue;
-        const auto key = q.getColumn(1), value = q.getColumn(2);
-        const auto number = parse_number(std::string_view(value.getText(), static_cast<std::size_t>(value.getBytes())));
-        if (!number) continue;
-        run->summary.emplace_back(keys.id(std::string_view(key.getText(), static_cast<std::size_t>(key.getBytes()))),
-                                  *number);
+        if (const auto number = parse_number(text_of(st, 2))) run->summary.emplace_back(keys.id(text_of(st, 1)), *number);
       }
     };
     auto low = std::async(std::launch::async, read_params, std::numeric_limits<std::int64_t>::min(), mid,
@@ -381,18 +406,47 @@ std::optional<double> RunData::summary(const Run& run, std::string_view key) con
   return it->second;
 }
 
-std::vector<Series> RunData::series(const std::vector<const Run*>& runs, const std::string& key) const {
+std::vector<Series> RunData::series(const std::vector<const Run*>& runs, const std::string& key,
+                                    std::size_t max_points) const {
   std::vector<Series> out(runs.size());
   if (runs.empty()) return out;
   try {
     auto db = open_read_only(path_);  // a connection per call: figures and tables are built on several threads
-    SQLite::Statement q(*db, "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? AND value IS NOT NULL "
-                             "ORDER BY step");
+    RawStatement all(*db, "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? AND value IS NOT NULL "
+                          "ORDER BY step");
+    // The PRIMARY KEY (run_id, key, step) makes these seeks, however long the run.
+    RawStatement range(*db, "SELECT min(step), max(step) FROM metrics WHERE run_id = ? AND key = ?");
+    RawStatement at(*db, "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? AND step >= ? AND value IS "
+                         "NOT NULL ORDER BY step LIMIT 1");
+    for (RawStatement* q : {&all, &range, &at})
+      sqlite3_bind_text(q->get(), 2, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+    const std::size_t scan_limit = max_points > 0 ? 4 * max_points : SIZE_MAX;
     for (std::size_t i = 0; i < runs.size(); ++i) {
-      q.bind(1, runs[i]->id);
-      q.bind(2, key);
-      while (q.executeStep()) out[i].emplace_back(q.getColumn(0).getInt64(), q.getColumn(1).getDouble());
-      q.reset();
+      sqlite3_bind_int64(all.get(), 1, runs[i]->id);
+      bool long_run = false;
+      while (all.step()) {
+        out[i].emplace_back(sqlite3_column_int64(all.get(), 0), sqlite3_column_double(all.get(), 1));
+        if (out[i].size() > scan_limit) {
+          long_run = true;
+          break;
+        }
+      }
+      all.reset();
+      if (!long_run) continue;
+      // A long run: evenly spaced steps between its first and last, each one seek.
+      out[i].clear();
+      sqlite3_bind_int64(range.get(), 1, runs[i]->id);
+      std::int64_t lo = 0, hi = 0;
+      if (range.step()) lo = sqlite3_column_int64(range.get(), 0), hi = sqlite3_column_int64(range.get(), 1);
+      range.reset();
+      sqlite3_bind_int64(at.get(), 1, runs[i]->id);
+      for (std::size_t k = 0; k < max_points; ++k) {
+        const std::int64_t target = lo + static_cast<std::int64_t>(static_cast<double>(hi - lo) * k / (max_points - 1));
+        if (!out[i].empty() && target <= out[i].back().first) continue;
+        sqlite3_bind_int64(at.get(), 3, target);
+        if (at.step()) out[i].emplace_back(sqlite3_column_int64(at.get(), 0), sqlite3_column_double(at.get(), 1));
+        at.reset();
+      }
     }
   } catch (const SQLite::Exception& e) {
     throw ReportError(fmt::format("run database '{}': reading metric '{}': {}", path_.string(), key, e.what()));

@@ -94,9 +94,12 @@ class CAB_API RunData {
   std::optional<double> summary(const Run& run, std::string_view key) const;
   const std::string& key_name(std::uint32_t id) const { return key_names_[id]; }
 
-  /// Per-step values of `key` for each of `runs` (same order), NULL values left out. Safe to call from several
-  /// threads (each call reads on its own connection).
-  std::vector<Series> series(const std::vector<const Run*>& runs, const std::string& key) const;
+  /// Per-step values of `key` for each of `runs` (same order), NULL values left out. With `max_points`, a run
+  /// logged over many more steps is sampled at that many evenly spaced steps (index seeks, not a scan), so that
+  /// curves of long runs cost the same as short ones. Safe to call from several threads (each call reads on its
+  /// own connection).
+  std::vector<Series> series(const std::vector<const Run*>& runs, const std::string& key,
+                             std::size_t max_points = 0) const;
 
  private:
   RunData() = default;
