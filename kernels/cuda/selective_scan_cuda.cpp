@@ -1,67 +1,277 @@
-// CUDA implementation of cab::selective_scan_fwd: prepares contiguous inputs and calls the .cu launcher.
+// CUDA implementations of the cab::selective_scan ops: checks and converts the inputs, allocates outputs, chunk
+// and scratch buffers, and calls the launchers of selective_scan_cuda.cuh.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <tuple>
+#include <limits>
+#include <string>
 
-#include "cab/kernels/selective_scan.h"
-#include "selective_scan_fwd.cuh"
+#include "scan_ops.h"
+#include "selective_scan_cuda.cuh"
 
 namespace cab::kernels {
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> scan_fwd_cuda(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
-                                                 const at::Tensor& B, const at::Tensor& C,
-                                                 const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
-                                                 const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
-                                                 const std::optional<at::Tensor>& initial_state) {
-  ScanInputs in{u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus};
-  check_scan_inputs(in);
-  const auto dtype = u.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
-              "selective_scan (CUDA): u must be float32, float16 or bfloat16, got ", dtype,
-              " (fp64 runs on the CPU reference)");
-  const c10::cuda::CUDAGuard guard(u.device());
-  auto same = [&](const at::Tensor& t) { return t.to(dtype).contiguous(); };
-  auto fp32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
-  const bool grouped = B.dim() == 4;
-  const at::Tensor uu = same(u), dd = same(delta), BB = same(grouped ? B : B.unsqueeze(1)),
-                   CC = same(grouped ? C : C.unsqueeze(1)), AA = fp32(A);
-  const at::Tensor zz = z ? same(*z) : at::Tensor(), Dd = D ? fp32(*D) : at::Tensor(),
-                   bias = delta_bias ? fp32(*delta_bias) : at::Tensor(),
-                   h0 = initial_state ? fp32(*initial_state) : at::Tensor();
-  at::Tensor y = at::empty_like(uu);
-  at::Tensor h_final = at::empty({u.size(0), u.size(1), A.size(1)}, u.options().dtype(at::kFloat));
-
-  cuda::ScanParams p{};
-  p.batch = u.size(0);
-  p.dim = u.size(1);
-  p.len = u.size(2);
-  p.dstate = A.size(1);
-  p.groups = BB.size(1);
-  p.u = uu.data_ptr();
-  p.delta = dd.data_ptr();
-  p.B = BB.data_ptr();
-  p.C = CC.data_ptr();
-  p.z = zz.defined() ? zz.data_ptr() : nullptr;
-  p.A = AA.data_ptr<float>();
-  p.D = Dd.defined() ? Dd.data_ptr<float>() : nullptr;
-  p.delta_bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  p.h0 = h0.defined() ? h0.data_ptr<float>() : nullptr;
-  p.y = y.data_ptr();
-  p.h_final = h_final.data_ptr<float>();
-  p.delta_softplus = delta_softplus;
-  const auto kind = dtype == at::kFloat ? cuda::ScanDtype::f32 : dtype == at::kHalf ? cuda::ScanDtype::f16 : cuda::ScanDtype::bf16;
-  const cudaError_t err = cuda::selective_scan_fwd(p, kind, at::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "selective_scan (CUDA): launch failed: ", cudaGetErrorString(err));
-  return {y, h_final};
+/// The element type the kernel computes u, delta, z, B and C in: the widest of them.
+at::ScalarType element_type(const ScanInputs& in) {
+  at::ScalarType t = in.u.scalar_type();
+  for (const at::Tensor* x : {&in.delta, &in.B, &in.C}) t = at::promote_types(t, x->scalar_type());
+  if (in.z) t = at::promote_types(t, in.z->scalar_type());
+  return t;
 }
+
+cuda::ScanDtype kernel_dtype(at::ScalarType t) {
+  return t == at::kFloat ? cuda::ScanDtype::f32 : t == at::kHalf ? cuda::ScanDtype::f16 : cuda::ScanDtype::bf16;
+}
+
+void check_cuda(const ScanInputs& in, const char* direction) {
+  check_scan_inputs(in);
+  TORCH_CHECK(in.u.is_cuda(), "selective_scan (CUDA): ", direction, "inputs must be on a CUDA device, got ", in.u.device());
+  const at::ScalarType t = element_type(in);
+  TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16, "selective_scan (CUDA): ", direction,
+              "u, delta, z, B and C must be float32, float16 or bfloat16, got ", t,
+              " (float64 runs on the CPU reference)");
+  for (const auto* p : {&in.D_skip, &in.delta_bias, &in.initial_state})
+    if (*p) TORCH_CHECK(at::isFloatingType((*p)->scalar_type()), "selective_scan (CUDA): D, delta_bias and initial_state must be floating point");
+  TORCH_CHECK(at::isFloatingType(in.A.scalar_type()), "selective_scan (CUDA): A must be floating point, got ", in.A.scalar_type());
+  TORCH_CHECK(in.u.numel() < (int64_t(1) << 40), "selective_scan (CUDA): inputs too large");
+}
+
+/// Contiguous device copies in the kernel's types (no copy when already so), and the pointers into them.
+struct Staged {
+  at::Tensor u, delta, B, C, z, A, D, bias, h0;
+
+  Staged(const ScanInputs& in, at::ScalarType t) {
+    auto elem = [&](const at::Tensor& x) { return x.to(t).contiguous(); };
+    auto fp32 = [](const at::Tensor& x) { return x.to(at::kFloat).contiguous(); };
+    u = elem(in.u);
+    delta = elem(in.delta);
+    B = elem(in.B.dim() == 4 ? in.B : in.B.unsqueeze(1));  // [batch, groups, N, L]
+    C = elem(in.C.dim() == 4 ? in.C : in.C.unsqueeze(1));
+    if (in.z) z = elem(*in.z);
+    A = fp32(in.A);
+    if (in.D_skip) D = fp32(*in.D_skip);
+    if (in.delta_bias) bias = fp32(*in.delta_bias);
+    if (in.initial_state) h0 = fp32(*in.initial_state);
+  }
+
+  void bind(cuda::ScanDirection& d) const {
+    d.u = u.data_ptr();
+    d.delta = delta.data_ptr();
+    d.B = B.data_ptr();
+    d.C = C.data_ptr();
+    d.z = z.defined() ? z.data_ptr() : nullptr;
+    d.A = A.data_ptr<float>();
+    d.D = D.defined() ? D.data_ptr<float>() : nullptr;
+    d.delta_bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    d.h0 = h0.defined() ? h0.data_ptr<float>() : nullptr;
+  }
+};
+
+/// Everything a launch needs: the checked, staged directions and the plan.
+struct Launch {
+  std::vector<Staged> staged;
+  cuda::ScanParams params;
+  at::ScalarType element;
+  at::TensorOptions f32;
+  const ScanAllocator& alloc;
+  std::vector<at::Tensor> keep;  // chunk buffers
+
+  Launch(const std::vector<ScanInputs>& dirs, double out_scale, const ScanAllocator& allocator) : alloc(allocator) {
+    TORCH_CHECK(dirs.size() == 1 || dirs.size() == 2, "selective_scan (CUDA): one or two directions, got ", dirs.size());
+    const char* names[] = {"", "backward direction: "};
+    element = element_type(dirs[0]);
+    for (std::size_t i = 0; i < dirs.size(); ++i) {
+      check_cuda(dirs[i], names[i]);
+      element = at::promote_types(element, element_type(dirs[i]));
+    }
+    if (dirs.size() == 2) check_bidirectional_inputs(dirs[0], dirs[1]);
+    const ScanInputs& in = dirs[0];
+    f32 = in.u.options().dtype(at::kFloat);
+    cuda::ScanParams& p = params;
+    p.shape.batch = in.u.size(0);
+    p.shape.dim = in.u.size(1);
+    p.shape.len = in.u.size(2);
+    p.shape.dstate = in.A.size(1);
+    p.shape.groups = in.B.dim() == 4 ? in.B.size(1) : 1;
+    p.plan = cuda::plan_scan(p.shape, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+    p.directions = static_cast<int>(dirs.size());
+    p.delta_softplus = in.delta_softplus;
+    p.out_scale = static_cast<float>(out_scale);
+    staged.reserve(dirs.size());
+    for (std::size_t i = 0; i < dirs.size(); ++i) {
+      staged.emplace_back(dirs[i], element);
+      staged[i].bind(p.dir[i]);
+      p.dir[i].reverse = i == 1;
+    }
+  }
+
+  int64_t rows() const { return params.shape.batch * params.shape.dim; }
+
+  /// Chunk buffers ([rows, chunks, N] states, [rows, chunks] sums), when time is chunked.
+  void chunk_buffers(bool grads) {
+    const cuda::ScanPlan& plan = params.plan;
+    if (plan.chunks == 1) return;
+    for (int i = 0; i < params.directions; ++i) {
+      auto states = [&](const char* name) {
+        return keep.emplace_back(alloc({rows(), plan.chunks, params.shape.dstate}, f32, false, name)).data_ptr<float>();
+      };
+      params.dir[i].chunk_state = states("chunk_state");
+      params.dir[i].chunk_local = states("chunk_local");
+      if (grads) params.dir[i].chunk_grad = states("chunk_grad");
+      params.dir[i].chunk_sum = keep.emplace_back(alloc({rows(), plan.chunks}, f32, false, "chunk_sum")).data_ptr<float>();
+    }
+  }
+
+  void check(cudaError_t err, const char* what) const {
+    TORCH_CHECK(err == cudaSuccess, "selective_scan (CUDA): ", what, " launch failed: ", cudaGetErrorString(err));
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cab, CUDA, m) { m.impl("selective_scan_fwd", &scan_fwd_cuda); }
+at::Tensor default_allocator(at::IntArrayRef sizes, const at::TensorOptions& options, bool zero, const char*) {
+  return zero ? at::zeros(sizes, options) : at::empty(sizes, options);
+}
+
+std::vector<at::Tensor> scan_cuda_forward(const std::vector<ScanInputs>& dirs, double out_scale,
+                                          const ScanAllocator& alloc) {
+  const c10::cuda::CUDAGuard guard(dirs.at(0).u.device());
+  Launch launch(dirs, out_scale, alloc);
+  cuda::ScanParams& p = launch.params;
+  launch.chunk_buffers(false);
+  at::Tensor y = alloc({p.shape.batch, p.shape.dim, p.shape.len}, launch.f32.dtype(launch.element), false, "y");
+  p.y = y.data_ptr();
+  std::vector<at::Tensor> out{y};
+  for (int i = 0; i < p.directions; ++i) {
+    out.push_back(alloc({p.shape.batch, p.shape.dim, p.shape.dstate}, launch.f32, false, "final_state"));
+    p.dir[i].final_state = out.back().data_ptr<float>();
+  }
+  launch.check(cuda::scan_forward(p, kernel_dtype(launch.element), at::cuda::getCurrentCUDAStream()), "forward");
+  out[0] = y.to(dirs[0].u.scalar_type());
+  return out;
+}
+
+std::vector<ScanGrads> scan_cuda_backward(const std::vector<ScanInputs>& dirs, double out_scale, const at::Tensor& grad_y,
+                                          const std::vector<at::Tensor>& grad_finals, const ScanAllocator& alloc) {
+  const c10::cuda::CUDAGuard guard(dirs.at(0).u.device());
+  Launch launch(dirs, out_scale, alloc);
+  cuda::ScanParams& p = launch.params;
+  const auto& shape = p.shape;
+  TORCH_CHECK(grad_y.sizes() == dirs[0].u.sizes(), "selective_scan backward: grad_y must match u ", dirs[0].u.sizes(),
+              ", got ", grad_y.sizes());
+  const at::Tensor dout = grad_y.to(grad_y.options().dtype(launch.element)).contiguous();
+  p.dout = dout.data_ptr();
+  launch.chunk_buffers(true);
+  const auto elem = launch.f32.dtype(launch.element);
+  struct Outputs {
+    at::Tensor du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, dfinal;
+  };
+  std::vector<Outputs> outs(dirs.size());
+  for (std::size_t i = 0; i < dirs.size(); ++i) {
+    const ScanInputs& in = dirs[i];
+    Outputs& o = outs[i];
+    cuda::ScanDirection& d = p.dir[i];
+    o.du = alloc(in.u.sizes(), elem, false, "du");
+    o.ddelta = alloc(in.u.sizes(), elem, false, "ddelta");
+    if (in.z) o.dz = alloc(in.u.sizes(), elem, false, "dz");
+    o.dA = alloc({shape.dim, shape.dstate}, launch.f32, true, "dA");
+    o.dB = alloc({shape.batch, shape.groups, shape.dstate, shape.len}, launch.f32, true, "dB");
+    o.dC = alloc({shape.batch, shape.groups, shape.dstate, shape.len}, launch.f32, true, "dC");
+    if (in.D_skip) o.dD = alloc({shape.dim}, launch.f32, true, "dD");
+    if (in.delta_bias) o.dbias = alloc({shape.dim}, launch.f32, true, "ddelta_bias");
+    if (in.initial_state) o.dh0 = alloc({shape.batch, shape.dim, shape.dstate}, launch.f32, false, "dinitial_state");
+    if (i < grad_finals.size() && grad_finals[i].defined()) {
+      TORCH_CHECK(grad_finals[i].sizes() == at::IntArrayRef({shape.batch, shape.dim, shape.dstate}),
+                  "selective_scan backward: the final state's gradient must be [batch, D, N], got ", grad_finals[i].sizes());
+      o.dfinal = grad_finals[i].to(launch.f32).contiguous();
+    }
+    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+    d.du = o.du.data_ptr();
+    d.ddelta = o.ddelta.data_ptr();
+    d.dz = o.dz.defined() ? o.dz.data_ptr() : nullptr;
+    d.dA = ptr(o.dA);
+    d.dB = ptr(o.dB);
+    d.dC = ptr(o.dC);
+    d.dD = ptr(o.dD);
+    d.dbias = ptr(o.dbias);
+    d.dh0 = ptr(o.dh0);
+    d.dfinal = ptr(o.dfinal);
+  }
+  const at::Tensor scratch =
+      alloc({static_cast<int64_t>(p.plan.scratch_floats(p.directions, shape.len))}, launch.f32, false, "scratch");
+  p.scratch = scratch.data_ptr<float>();
+  launch.check(cuda::scan_backward(p, kernel_dtype(launch.element), false, at::cuda::getCurrentCUDAStream()), "backward");
+
+  std::vector<ScanGrads> grads(dirs.size());
+  for (std::size_t i = 0; i < dirs.size(); ++i) {
+    const ScanInputs& in = dirs[i];
+    const Outputs& o = outs[i];
+    auto like = [](const at::Tensor& g, const at::Tensor& input) { return g.view(input.sizes()).to(input.scalar_type()); };
+    grads[i] = ScanGrads{like(o.du, in.u), like(o.ddelta, in.delta), like(o.dA, in.A), like(o.dB, in.B), like(o.dC, in.C),
+                         in.D_skip ? like(o.dD, *in.D_skip) : at::Tensor(), in.z ? like(o.dz, *in.z) : at::Tensor(),
+                         in.delta_bias ? like(o.dbias, *in.delta_bias) : at::Tensor(),
+                         in.initial_state ? like(o.dh0, *in.initial_state) : at::Tensor()};
+  }
+  return grads;
+}
+
+std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, const ScanInputs* bwd) {
+  constexpr int64_t kGuard = 4096;
+  struct Entry {
+    std::string name;
+    at::Tensor buffer;
+    int64_t numel;
+  };
+  std::vector<Entry> entries;
+  const ScanAllocator guarded = [&](at::IntArrayRef sizes, const at::TensorOptions& options, bool zero, const char* name) {
+    const int64_t numel = c10::multiply_integers(sizes);
+    at::Tensor buffer = at::full({numel + 2 * kGuard}, std::numeric_limits<float>::quiet_NaN(), options);
+    at::Tensor inner = buffer.narrow(0, kGuard, numel);
+    if (zero) inner.zero_();
+    entries.push_back({name, buffer, numel});
+    return inner.view(sizes);
+  };
+  std::vector<ScanInputs> dirs{fwd};
+  if (bwd) dirs.push_back(*bwd);
+  const double scale = bwd ? 0.5 : 1.0;
+  scan_cuda_forward(dirs, scale, guarded);
+  const auto f32 = fwd.u.options().dtype(at::kFloat);
+  std::vector<at::Tensor> grad_finals;
+  for (std::size_t i = 0; i < dirs.size(); ++i) grad_finals.push_back(at::randn({fwd.u.size(0), fwd.u.size(1), fwd.A.size(1)}, f32));
+  scan_cuda_backward(dirs, scale, at::randn(fwd.u.sizes(), fwd.u.options()), grad_finals, guarded);
+  std::vector<std::string> violations;
+  for (const Entry& e : entries) {
+    const at::Tensor guards = at::cat({e.buffer.narrow(0, 0, kGuard), e.buffer.narrow(0, kGuard + e.numel, kGuard)});
+    if (!guards.isnan().all().item<bool>()) violations.push_back(e.name + ": guard region written");
+    const int64_t unwritten = e.buffer.narrow(0, kGuard, e.numel).isnan().sum().item<int64_t>();
+    if (unwritten > 0) violations.push_back(e.name + ": " + std::to_string(unwritten) + " elements NaN (never written?)");
+  }
+  return violations;
+}
+
+namespace {
+
+struct CudaImpl {
+  static std::vector<at::Tensor> forward(const std::vector<ScanInputs>& dirs, double out_scale) {
+    return scan_cuda_forward(dirs, out_scale);
+  }
+  static std::vector<ScanGrads> backward(const std::vector<ScanInputs>& dirs, double out_scale, const at::Tensor& grad_y,
+                                         const std::vector<at::Tensor>& grad_finals) {
+    return scan_cuda_backward(dirs, out_scale, grad_y, grad_finals);
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cab, CUDA, m) {
+  m.impl("selective_scan_fwd", &ScanOps<CudaImpl>::fwd);
+  m.impl("selective_scan_bwd", &ScanOps<CudaImpl>::bwd);
+  m.impl("bi_selective_scan_fwd", &ScanOps<CudaImpl>::bi_fwd);
+  m.impl("bi_selective_scan_bwd", &ScanOps<CudaImpl>::bi_bwd);
+}
 
 }  // namespace cab::kernels

@@ -1,100 +1,206 @@
-// CUDA selective-scan forward, a first correct implementation: one warp per (batch, channel) row, each lane
-// holding N/32 state elements in registers, a warp reduction for C·h at every step. Simple and exact
-// against the CPU reference; the bandwidth-oriented kernels of the kernels issue replace it.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// CUDA selective scan: the plan, the forward passes over time chunks (output, local state, local adjoint) and
+// the sequential chunk combines. Layout and algorithm: selective_scan_cuda.cuh.
+#include <type_traits>
 
-#include "selective_scan_fwd.cuh"
+#include "selective_scan_device.cuh"
 
 namespace cab::kernels::cuda {
 
-namespace {
+namespace detail {
 
-constexpr int kWarp = 32;
-constexpr int kMaxStatePerLane = 8;  // N <= 256
+enum class Pass {
+  output,         ///< runs each chunk from its entering state and writes y (and the final state)
+  local_state,    ///< runs each chunk from a zero state: its end state and Σ Δ
+  local_adjoint,  ///< runs the adjoint backwards through each chunk from zero: ∂L/∂(state before it)
+};
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+/// One block: a channel tile × one time chunk, every direction of the launch in turn. The output pass writes
+/// y = out_scale · y_dir, the second direction of a fused bidirectional launch adding its share to the first's
+/// (the same thread wrote those elements: the flush maps elements to threads identically).
+template <typename T, int kNS, Pass kPass>
+__global__ void __launch_bounds__(kThreads, kNS == 4 ? 8 : 4) chunk_pass_kernel(ScanParams p) {
+  constexpr int kT = kFwdTile;
+  const BlockSetup<kT, kNS> block(p, false);
+  const Geometry& G = block.G;
+  const SmemLayout& L = block.L;
+  const SharedArrays& S = block.s;
+  const TileRange& tiles = block.tiles;
+  const int at_c = block.at_c;
+  const int64_t len = p.shape.len, N = p.shape.dstate;
+  const int K = p.plan.chunks, k = blockIdx.y;
 
-template <typename T>
-__global__ void scan_fwd_kernel(ScanParams p) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (row >= p.batch * p.dim) return;
-  const int64_t b = row / p.dim, d = row % p.dim, g = d / (p.dim / p.groups);
-  const T* u = static_cast<const T*>(p.u) + row * p.len;
-  const T* delta = static_cast<const T*>(p.delta) + row * p.len;
-  const T* Bg = static_cast<const T*>(p.B) + (b * p.groups + g) * p.dstate * p.len;
-  const T* Cg = static_cast<const T*>(p.C) + (b * p.groups + g) * p.dstate * p.len;
-  const T* z = p.z ? static_cast<const T*>(p.z) + row * p.len : nullptr;
-  T* y = static_cast<T*>(p.y) + row * p.len;
+  for (int di = 0; di < p.directions; ++di) {
+    const ScanDirection& P = p.dir[di];
+    float A2[kNS], h[kNS];
+    load_entry<kNS>(p, P, G, kPass != Pass::output, A2, h);
+    const float Dd = P.D && G.valid ? P.D[G.d] : 0.f;
+    // The adjoint runs against the direction's time order.
+    const bool backwards = P.reverse != (kPass == Pass::local_adjoint);
+    ChannelTile tile_in;
+    tile_in.dt = S.dt;
+    if (kPass != Pass::local_adjoint) tile_in.u = S.u;
+    if (kPass != Pass::local_state) tile_in.z = S.z, tile_in.z_silu = true;
+    if (kPass == Pass::local_adjoint) tile_in.dout = S.dout;
+    float dt_sum = 0.f;
 
-  float h[kMaxStatePerLane];
-  float a[kMaxStatePerLane];
+    for (int64_t i = 0; i < tiles.end - tiles.begin; ++i) {
+      const int64_t tile = backwards ? tiles.end - 1 - i : tiles.begin + i;
+      const int64_t t0 = tile * kT;
+      __syncthreads();  // the previous tile's readers are done
+      stage_channels<T, kT>(p, P, G, L, t0, tile_in);
+      stage_bc<T, kT>(p, P, G, L, t0, kPass == Pass::local_adjoint ? nullptr : S.B,
+                      kPass == Pass::local_state ? nullptr : S.C);
+      __syncthreads();
+#pragma unroll 4
+      for (int jj = 0; jj < kT; ++jj) {
+        const int j = backwards ? kT - 1 - jj : jj;
+        const float dt = S.dt[at_c + j];
+        dt_sum += dt;
+        float Cj[kNS];
+        if constexpr (kPass != Pass::local_state) read_states<kNS>(S.C + j * L.bc_stride + G.s * kNS, Cj);
+        if constexpr (kPass == Pass::local_adjoint) {
+          // q ← a_t ⊙ (q + dy_t C_t): the gradient reaching the state before step t.
+          const float dy = S.dout[at_c + j] * S.z[at_c + j];
 #pragma unroll
-  for (int k = 0; k < kMaxStatePerLane; ++k) {
-    const int n = lane + k * kWarp;
-    const bool live = n < p.dstate;
-    h[k] = live && p.h0 ? p.h0[row * p.dstate + n] : 0.f;
-    a[k] = live ? p.A[d * p.dstate + n] : 0.f;
-  }
-  const float bias = p.delta_bias ? p.delta_bias[d] : 0.f;
-  const float dskip = p.D ? p.D[d] : 0.f;
-
-  for (int64_t t = 0; t < p.len; ++t) {
-    float dt = to_float(delta[t]) + bias;
-    if (p.delta_softplus) dt = dt <= 20.f ? log1pf(expf(dt)) : dt;
-    const float ut = to_float(u[t]);
-    float partial = 0.f;
+          for (int n = 0; n < kNS; ++n) h[n] = exp2_approx(dt * A2[n]) * fmaf(dy, Cj[n], h[n]);
+        } else {
+          advance<kNS>(h, A2, dt, dt * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
+          if constexpr (kPass == Pass::output) {
+            float out = 0.f;
 #pragma unroll
-    for (int k = 0; k < kMaxStatePerLane; ++k) {
-      const int n = lane + k * kWarp;
-      if (n < p.dstate) {
-        h[k] = expf(dt * a[k]) * h[k] + dt * to_float(Bg[n * p.len + t]) * ut;
-        partial += to_float(Cg[n * p.len + t]) * h[k];
+            for (int n = 0; n < kNS; ++n) out = fmaf(Cj[n], h[n], out);
+            out = channel_sum(out, G.lanes);
+            if (G.s == 0) S.out0[at_c + j] = (out + Dd * S.u[at_c + j]) * S.z[at_c + j];
+          }
+        }
+      }
+      if constexpr (kPass == Pass::output) {
+        __syncthreads();
+        T* y = static_cast<T*>(p.y);
+        const int64_t row0 = G.b * p.shape.dim + G.d0;
+        for (int e = threadIdx.x; e < G.ch * kT; e += kThreads) {
+          const int c = e / kT, j = e % kT;
+          const int64_t t = t0 + j;
+          if (c < G.nch && t < len) {
+            const int64_t idx = (row0 + c) * len + t;
+            float v = p.out_scale * S.out0[c * L.channel_stride + j];
+            if (di > 0) v += load(y, idx);
+            store(y, idx, v);
+          }
+        }
       }
     }
+
 #pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, offset);
-    if (lane == 0) {
-      float out = partial + dskip * ut;
-      if (z) {
-        const float zz = to_float(z[t]);
-        out *= zz / (1.f + expf(-zz));
+    for (int n = 0; n < kNS; ++n) {
+      const int64_t nn = G.s * kNS + n;
+      if (!G.valid || nn >= N) continue;
+      if constexpr (kPass == Pass::output) {
+        const bool last = P.reverse ? k == 0 : k == K - 1;
+        if (last && P.final_state) P.final_state[G.row * N + nn] = h[n];
+      } else {
+        P.chunk_local[(G.row * K + k) * N + nn] = h[n];
       }
-      y[t] = from_float<T>(out);
     }
-  }
-#pragma unroll
-  for (int k = 0; k < kMaxStatePerLane; ++k) {
-    const int n = lane + k * kWarp;
-    if (n < p.dstate) p.h_final[row * p.dstate + n] = h[k];
+    if (kPass != Pass::output && G.valid && G.s == 0) P.chunk_sum[G.row * K + k] = dt_sum;
   }
 }
 
-template <typename T>
-cudaError_t launch(const ScanParams& p, cudaStream_t stream) {
-  constexpr int kWarpsPerBlock = 4;
-  const int64_t rows = p.batch * p.dim;
-  const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
-  scan_fwd_kernel<T><<<grid, kWarpsPerBlock * kWarp, 0, stream>>>(p);
+/// Per (direction, row, state), sequentially over the chunks: the state entering each chunk in the direction's
+/// order (from h0), or, for the adjoint, the gradient entering each chunk from its successors (from dfinal).
+/// Either way x ← exp(A·ΣΔ_k) · x + local_k, ΣΔ_k being the chunk's decay.
+__global__ void combine_chunks_kernel(ScanParams p, bool adjoint) {
+  const int64_t N = p.shape.dstate, rows = p.shape.batch * p.shape.dim;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= p.directions * rows * N) return;
+  const int di = static_cast<int>(idx / (rows * N));
+  const int64_t row = idx / N % rows, n = idx % N;
+  const ScanDirection& P = p.dir[di];
+  const int K = p.plan.chunks;
+  const float A2 = P.A[(row % p.shape.dim) * N + n] * kLog2e;
+  const float* start = adjoint ? P.dfinal : P.h0;
+  float* entering = adjoint ? P.chunk_grad : P.chunk_state;
+  const bool backwards = P.reverse != adjoint;
+  float x = start ? start[row * N + n] : 0.f;
+  for (int i = 0; i < K; ++i) {
+    const int k = backwards ? K - 1 - i : i;
+    const int64_t at = (row * K + k) * N + n;
+    entering[at] = x;
+    x = exp2f(A2 * P.chunk_sum[row * K + k]) * x + P.chunk_local[at];
+  }
+}
+
+template <typename T, int kNS, Pass kPass>
+cudaError_t launch_pass(const ScanParams& p, cudaStream_t stream) {
+  const SmemLayout L = smem_layout(p.plan.channels_per_block, p.plan.lanes * kNS, kFwdTile, kNS, false);
+  const size_t bytes = static_cast<size_t>(L.total) * sizeof(float);
+  auto kernel = chunk_pass_kernel<T, kNS, kPass>;
+  if (bytes > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (err != cudaSuccess) return err;
+  }
+  const dim3 grid(static_cast<unsigned>(p.plan.blocks), static_cast<unsigned>(p.plan.chunks));
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
   return cudaGetLastError();
 }
 
-}  // namespace
+template <Pass kPass>
+cudaError_t pass(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
+  return dispatch(dtype, p.plan.states_per_lane, [&](auto tag, auto states) {
+    return launch_pass<typename decltype(tag)::type, decltype(states)::value, kPass>(p, stream);
+  });
+}
 
-cudaError_t selective_scan_fwd(const ScanParams& params, ScanDtype dtype, cudaStream_t stream) {
-  switch (dtype) {
-    case ScanDtype::f32: return launch<float>(params, stream);
-    case ScanDtype::f16: return launch<__half>(params, stream);
-    case ScanDtype::bf16: return launch<__nv_bfloat16>(params, stream);
+cudaError_t launch_combine(const ScanParams& p, bool adjoint, cudaStream_t stream) {
+  const int64_t work = p.directions * p.shape.batch * p.shape.dim * p.shape.dstate;
+  combine_chunks_kernel<<<static_cast<unsigned>((work + 255) / 256), 256, 0, stream>>>(p, adjoint);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_chunk_states(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
+  if (const cudaError_t err = pass<Pass::local_state>(p, dtype, stream); err != cudaSuccess) return err;
+  return launch_combine(p, false, stream);
+}
+
+cudaError_t launch_chunk_grads(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
+  if (const cudaError_t err = pass<Pass::local_adjoint>(p, dtype, stream); err != cudaSuccess) return err;
+  return launch_combine(p, true, stream);
+}
+
+}  // namespace detail
+
+ScanPlan plan_scan(const ScanShape& s, int sm_count) {
+  ScanPlan plan;
+  plan.states_per_lane = s.dstate > 128 ? 8 : 4;
+  const int64_t slices = (s.dstate + plan.states_per_lane - 1) / plan.states_per_lane;
+  plan.lanes = 1;
+  while (plan.lanes < slices) plan.lanes *= 2;
+  plan.channels_per_block = kThreads / plan.lanes;
+  const int64_t per_group = s.dim / s.groups;
+  plan.tiles_per_group = (per_group + plan.channels_per_block - 1) / plan.channels_per_block;
+  plan.blocks = s.batch * s.groups * plan.tiles_per_group;
+  // Chunk time only when the channel tiles leave the GPU mostly idle (< 8 warps per SM): a chunked scan does
+  // one more pass over the inputs. Then aim at 32 warps per SM, with chunks of at least 64 steps.
+  const int64_t tiles = (s.len + kFwdTile - 1) / kFwdTile;
+  int64_t chunks = 1;
+  const int64_t threads = plan.blocks * kThreads;
+  if (threads < static_cast<int64_t>(sm_count) * 256) {
+    chunks = (static_cast<int64_t>(sm_count) * 1024 + threads - 1) / threads;
+    const int64_t most = tiles / 4 > 1 ? tiles / 4 : 1;
+    chunks = chunks < most ? chunks : most;
+    chunks = chunks < 4096 ? chunks : 4096;
   }
-  return cudaErrorInvalidValue;
+  const int64_t tiles_per_chunk = (tiles + chunks - 1) / chunks;
+  plan.chunk_len = tiles_per_chunk * kFwdTile;
+  plan.chunks = static_cast<int>((tiles + tiles_per_chunk - 1) / tiles_per_chunk);
+  return plan;
+}
+
+cudaError_t scan_forward(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
+  if (p.plan.chunks > 1) {
+    if (const cudaError_t err = detail::launch_chunk_states(p, dtype, stream); err != cudaSuccess) return err;
+  }
+  return detail::pass<detail::Pass::output>(p, dtype, stream);
 }
 
 }  // namespace cab::kernels::cuda

@@ -1,4 +1,4 @@
-// Whether this build of libcab_kernels contains the CUDA implementations.
+// Whether this build of libcab_kernels contains the CUDA implementations (and the stubs of CUDA-only entry points).
 #include "cab/kernels/selective_scan.h"
 
 namespace cab::kernels {
@@ -10,5 +10,11 @@ bool built_with_cuda() {
   return false;
 #endif
 }
+
+#ifndef CAB_KERNELS_WITH_CUDA
+std::vector<std::string> testing::cuda_guard_violations(const ScanInputs&, const ScanInputs*) {
+  TORCH_CHECK(false, "cuda_guard_violations: this build of cab's kernels has no CUDA");
+}
+#endif
 
 }  // namespace cab::kernels

@@ -2,6 +2,7 @@
 #include "cab/kernels/scan.h"
 
 #include "scan_cpu_autograd.h"
+#include "scan_ops.h"
 
 #include <ATen/ATen.h>
 
@@ -99,21 +100,39 @@ at::Tensor mixing_matrix(const ScanInputs& in) {
   return M;
 }
 
+namespace {
+
+/// automatic → the kernels where they run: on the CPU, and on CUDA devices in fp32/fp16/bf16 when this build has
+/// them; anything else (fp64 on a GPU, other devices) takes the chunked LibTorch form.
+ScanBackend resolve(ScanBackend backend, const ScanInputs& in) {
+  if (backend != ScanBackend::automatic) return backend;
+  const bool kernel =
+      in.u.device().is_cpu() || (in.u.is_cuda() && built_with_cuda() && in.u.scalar_type() != at::kDouble);
+  return kernel ? ScanBackend::kernel : ScanBackend::chunked;
+}
+
+}  // namespace
+
 ScanResult scan(const ScanInputs& in, ScanBackend backend, int64_t chunk) {
   TORCH_CHECK(chunk >= 1, "scan: chunk must be >= 1, got ", chunk);
-  if (backend == ScanBackend::automatic) {
-    bool grad = in.u.requires_grad() || in.delta.requires_grad() || in.A.requires_grad() || in.B.requires_grad() ||
-                in.C.requires_grad();
-    for (const auto* t : {&in.D_skip, &in.z, &in.delta_bias, &in.initial_state}) grad = grad || (*t && (*t)->requires_grad());
-    grad = grad && at::GradMode::is_enabled();
-    // With gradients: the CPU kernel has its own backward; on GPUs the chunked form until the CUDA backward lands.
-    backend = grad && !in.u.device().is_cpu() ? ScanBackend::chunked : ScanBackend::kernel;
-  }
-  switch (backend) {
+  switch (resolve(backend, in)) {
     case ScanBackend::sequential: return sequential(in);
     case ScanBackend::chunked: return chunked(in, chunk);
-    default: return in.u.device().is_cpu() && at::GradMode::is_enabled() ? scan_cpu_autograd(in) : selective_scan(in);
+    default:
+      // CPU training takes the vectorized CPU kernel with its own backward; otherwise the op, whose autograd kernel
+      // runs the device's backward (the CUDA backward on GPUs, the same analytic one on the CPU).
+      return in.u.device().is_cpu() && at::GradMode::is_enabled() ? scan_cpu_autograd(in) : selective_scan(in);
   }
+}
+
+BiScanResult bidirectional_scan(const ScanInputs& fwd, const ScanInputs& bwd, double out_scale, ScanBackend backend,
+                                int64_t chunk) {
+  check_bidirectional_inputs(fwd, bwd);
+  backend = resolve(backend, fwd);
+  if (backend == ScanBackend::kernel && !(fwd.u.device().is_cpu() && at::GradMode::is_enabled()))
+    return bi_selective_scan(fwd, bwd, out_scale);
+  const ScanResult f = scan(fwd, backend, chunk), b = scan(time_flipped(bwd), backend, chunk);
+  return {(f.y + b.y.flip(2)) * out_scale, f.final_state, b.final_state};
 }
 
 }  // namespace cab::kernels

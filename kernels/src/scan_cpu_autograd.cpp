@@ -6,8 +6,9 @@
 // Backward per row: the states are recomputed (L·N values per row, nothing is stored between the passes), then
 //   with g = ∂L/∂h_t carried backwards:  ∂Δ_t = Σ_n g_n (a_n A_n h_{t−1,n} + B_{t,n} u_t),  ∂A_n += g_n a_n Δ_t h_{t−1,n},
 //   ∂B_{t,n} = g_n Δ_t u_t,  ∂u_t = D ∂y_t + Σ_n g_n Δ_t B_{t,n},  ∂C_{t,n} = ∂y_t h_{t,n},  g ← g ⊙ a  (a = exp(Δ_t A)).
-// Per-row partial gradients of the shared tensors (A, D, bias, grouped B/C) are reduced afterwards, so rows run in
-// parallel without atomics.
+// The adjoint starts from the gradient of the final state (zero when the final state is unused). Per-row partial
+// gradients of the shared tensors (A, D, bias, grouped B/C) are reduced afterwards, so rows run in parallel
+// without atomics.
 #include <torch/autograd.h>
 
 #include <ATen/ATen.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "scan_cpu_autograd.h"
+#include "scan_ops.h"
 
 namespace cab::kernels {
 
@@ -88,23 +90,21 @@ void forward_rows(const Views& v, bool softplus_delta, at::Tensor& y, at::Tensor
   });
 }
 
-struct Grads {
-  at::Tensor u, delta, A, B, C, D, z, bias, h0;
-};
-
 template <typename acc_t>
-Grads backward_rows(const Views& v, bool softplus_delta, const at::Tensor& grad_out) {
+ScanGrads backward_rows(const Views& v, bool softplus_delta, const at::Tensor& grad_out, const at::Tensor& grad_final) {
   const int64_t batch = v.batch, dim = v.dim, len = v.len, N = v.dstate, per_group = dim / v.groups;
   const auto opt = v.u.options();
-  Grads gr;
+  ScanGrads gr;
   gr.u = at::zeros_like(v.u);
   gr.delta = at::zeros_like(v.u);
   at::Tensor dA_rows = at::zeros({batch * dim, N}, opt), dB_rows = at::zeros({batch, dim, N, len}, opt);
   at::Tensor dC_rows = at::zeros({batch, dim, N, len}, opt), dD_rows = at::zeros({batch * dim}, opt);
   at::Tensor dbias_rows = at::zeros({batch * dim}, opt);
-  gr.h0 = at::zeros({batch, dim, N}, opt);
+  gr.initial_state = at::zeros({batch, dim, N}, opt);
   if (v.z.defined()) gr.z = at::zeros_like(v.u);
   const at::Tensor go = grad_out.to(opt.dtype()).contiguous();
+  const at::Tensor gfinal = grad_final.defined() ? grad_final.to(opt.dtype()).contiguous() : at::Tensor();
+  const acc_t* pgfinal = gfinal.defined() ? gfinal.data_ptr<acc_t>() : nullptr;
   const acc_t *pu = v.u.data_ptr<acc_t>(), *pdelta = v.delta.data_ptr<acc_t>(), *pA = v.A.data_ptr<acc_t>();
   const acc_t *pB = v.B.data_ptr<acc_t>(), *pC = v.C.data_ptr<acc_t>(), *pgo = go.data_ptr<acc_t>();
   const acc_t* pD = v.D.defined() ? v.D.data_ptr<acc_t>() : nullptr;
@@ -113,7 +113,7 @@ Grads backward_rows(const Views& v, bool softplus_delta, const at::Tensor& grad_
   const acc_t* ph0 = v.h0.defined() ? v.h0.data_ptr<acc_t>() : nullptr;
   acc_t *du = gr.u.data_ptr<acc_t>(), *ddelta = gr.delta.data_ptr<acc_t>(), *dA = dA_rows.data_ptr<acc_t>();
   acc_t *dB = dB_rows.data_ptr<acc_t>(), *dC = dC_rows.data_ptr<acc_t>(), *dD = dD_rows.data_ptr<acc_t>();
-  acc_t *dbias = dbias_rows.data_ptr<acc_t>(), *dh0 = gr.h0.data_ptr<acc_t>();
+  acc_t *dbias = dbias_rows.data_ptr<acc_t>(), *dh0 = gr.initial_state.data_ptr<acc_t>();
   acc_t* dz = pz ? gr.z.data_ptr<acc_t>() : nullptr;
   at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> hs((len + 1) * N), as(len * N), dts(len), raw(len), ypre(len), g(N);
@@ -135,7 +135,7 @@ Grads backward_rows(const Views& v, bool softplus_delta, const at::Tensor& grad_
         }
         ypre[t] = out + (pD ? pD[d] * x[t] : acc_t(0));
       }
-      std::fill(g.begin(), g.end(), acc_t(0));
+      for (int64_t n = 0; n < N; ++n) g[n] = pgfinal ? pgfinal[row * N + n] : acc_t(0);
       acc_t dD_row = 0, dbias_row = 0;
       acc_t* dA_row = dA + row * N;
       acc_t* dB_row = dB + row * N * len;
@@ -173,10 +173,17 @@ Grads backward_rows(const Views& v, bool softplus_delta, const at::Tensor& grad_
   });
   gr.A = dA_rows.view({batch, dim, N}).sum(0);
   gr.D = dD_rows.view({batch, dim}).sum(0);
-  gr.bias = dbias_rows.view({batch, dim}).sum(0);
+  gr.delta_bias = dbias_rows.view({batch, dim}).sum(0);
   gr.B = dB_rows.view({batch, v.groups, per_group, N, len}).sum(2);  // [batch, G, N, L]
   gr.C = dC_rows.view({batch, v.groups, per_group, N, len}).sum(2);
   return gr;
+}
+
+/// grad_y, grad_final: undefined when unused.
+ScanGrads backward_views(const Views& v, bool softplus_delta, const at::Tensor& grad_y, const at::Tensor& grad_final) {
+  const at::Tensor gy = grad_y.defined() ? grad_y : at::zeros({v.batch, v.dim, v.len}, v.u.options());
+  return v.u.scalar_type() == at::kDouble ? backward_rows<double>(v, softplus_delta, gy, grad_final)
+                                          : backward_rows<float>(v, softplus_delta, gy, grad_final);
 }
 
 class CpuScan : public torch::autograd::Function<CpuScan> {
@@ -192,7 +199,6 @@ class CpuScan : public torch::autograd::Function<CpuScan> {
     else forward_rows<float>(v, softplus_delta, y, state);
     ctx->save_for_backward({u, delta, A, B, C, D, z, bias, h0});
     ctx->saved_data["softplus"] = softplus_delta;
-    ctx->mark_non_differentiable({state});
     return {y.to(u.scalar_type()), state};
   }
 
@@ -201,15 +207,14 @@ class CpuScan : public torch::autograd::Function<CpuScan> {
     const auto s = ctx->get_saved_variables();
     const at::Tensor &u = s[0], &delta = s[1], &A = s[2], &B = s[3], &C = s[4], &D = s[5], &z = s[6], &bias = s[7],
                      &h0 = s[8];
-    const Views v = views(u, delta, A, B, C, D, z, bias, h0);
-    const bool sp = ctx->saved_data["softplus"].toBool();
-    const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros({v.batch, v.dim, v.len}, v.u.options());
-    const Grads g = v.u.scalar_type() == at::kDouble ? backward_rows<double>(v, sp, grad_y) : backward_rows<float>(v, sp, grad_y);
+    const ScanGrads g = backward_views(views(u, delta, A, B, C, D, z, bias, h0), ctx->saved_data["softplus"].toBool(),
+                                       grads[0], grads[1]);
     auto like = [](const at::Tensor& grad, const at::Tensor& input) {
       return input.numel() > 0 && grad.defined() ? grad.view(input.sizes()).to(input.scalar_type()) : at::Tensor();
     };
-    return {like(g.u, u), like(g.delta, delta), like(g.A, A),       like(g.B, B),   like(g.C, C),
-            like(g.D, D), like(g.z, z),         like(g.bias, bias), like(g.h0, h0), at::Tensor()};
+    return {like(g.u, u), like(g.delta, delta), like(g.A, A),             like(g.B, B),
+            like(g.C, C), like(g.D, D),         like(g.z, z),             like(g.delta_bias, bias),
+            like(g.initial_state, h0),          at::Tensor()};
   }
 };
 
@@ -218,6 +223,22 @@ at::Tensor opt(const std::optional<at::Tensor>& t, const at::Tensor& like) {
 }
 
 }  // namespace
+
+ScanGrads scan_cpu_backward(const ScanInputs& in, const at::Tensor& grad_y, const at::Tensor& grad_final) {
+  check_scan_inputs(in);
+  TORCH_CHECK(in.u.device().is_cpu(), "scan_cpu_backward: inputs must be on the CPU, got ", in.u.device());
+  auto value = [](const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); };
+  const Views v = views(in.u, in.delta, in.A, in.B, in.C, value(in.D_skip), value(in.z), value(in.delta_bias),
+                        value(in.initial_state));
+  ScanGrads g = backward_views(v, in.delta_softplus, grad_y, grad_final);
+  // Gradients in the inputs' shapes and dtypes; absent inputs get none.
+  auto like = [](const at::Tensor& grad, const std::optional<at::Tensor>& input) {
+    return input && grad.defined() ? grad.view(input->sizes()).to(input->scalar_type()) : at::Tensor();
+  };
+  return {like(g.u, in.u),       like(g.delta, in.delta), like(g.A, in.A),
+          like(g.B, in.B),       like(g.C, in.C),         like(g.D, in.D_skip),
+          like(g.z, in.z),       like(g.delta_bias, in.delta_bias), like(g.initial_state, in.initial_state)};
+}
 
 ScanResult scan_cpu_autograd(const ScanInputs& in) {
   check_scan_inputs(in);

@@ -5,7 +5,7 @@
 
 namespace cab::kernels {
 
-/// Differentiable with respect to every tensor input; final_state is not differentiable.
+/// Differentiable with respect to every tensor input, through y and final_state.
 ScanResult scan_cpu_autograd(const ScanInputs& in);
 
 }  // namespace cab::kernels

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "cab/kernels/scan.h"
+#include "scan_inputs.h"
 
 using cab::kernels::ScanBackend;
 using cab::kernels::ScanInputs;
@@ -12,21 +13,7 @@ using cab::kernels::ScanInputs;
 namespace {
 
 ScanInputs inputs(int64_t b, int64_t d, int64_t L, int64_t n, int64_t groups, uint64_t seed) {
-  at::manual_seed(seed);
-  auto o = at::TensorOptions().dtype(at::kDouble);
-  ScanInputs in;
-  in.u = at::randn({b, d, L}, o);
-  in.delta = at::rand({b, d, L}, o) - 1.5;
-  in.A = -at::rand({d, n}, o) - 0.3;
-  const auto bc = groups ? std::vector<int64_t>{b, groups, n, L} : std::vector<int64_t>{b, n, L};
-  in.B = at::randn(bc, o);
-  in.C = at::randn(bc, o);
-  in.D_skip = at::randn({d}, o);
-  in.z = at::randn({b, d, L}, o);
-  in.delta_bias = at::rand({d}, o) * 0.2;
-  in.delta_softplus = true;
-  in.initial_state = at::randn({b, d, n}, o);
-  return in;
+  return cab::kernels::test::random_inputs(b, d, L, n, groups, seed);
 }
 
 double max_abs(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
@@ -51,8 +38,7 @@ TEST(Scan, SequentialAndChunkedMatchTheReference) {
 }
 
 TEST(Scan, GradientsMatchFiniteDifferencesInFp64) {
-  // The CPU kernel's analytic backward (grouped B/C too) and the two LibTorch forms. The kernel's final state is
-  // not differentiable, so its objective uses y alone.
+  // The CPU kernel's analytic backward (grouped B/C too) and the two LibTorch forms, through y and the final state.
   const std::pair<ScanBackend, int64_t> cases[] = {
       {ScanBackend::sequential, 0}, {ScanBackend::chunked, 0}, {ScanBackend::kernel, 0}, {ScanBackend::kernel, 3}};
   for (const auto& [backend, groups] : cases) {
@@ -65,7 +51,7 @@ TEST(Scan, GradientsMatchFiniteDifferencesInFp64) {
     const at::Tensor wy = at::randn_like(in.u), ws = at::randn_like(*in.initial_state);
     auto objective = [&](const ScanInputs& x) {
       const auto r = cab::kernels::scan(x, backend, 4);
-      return backend == ScanBackend::kernel ? (r.y * wy).sum() : (r.y * wy).sum() + (r.final_state * ws).sum();
+      return (r.y * wy).sum() + (r.final_state * ws).sum();
     };
     objective(in).backward();
     for (std::size_t i = 0; i < leaves.size(); ++i) {

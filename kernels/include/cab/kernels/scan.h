@@ -1,6 +1,7 @@
 // The selective scan behind one interface, differentiable: a sequential reference loop and a chunked
-// parallel form written with LibTorch ops (autograd flows through both), and the registered kernel
-// (cab::selective_scan_fwd: CPU reference / CUDA, forward only for now). Shapes as in selective_scan.h.
+// parallel form written with LibTorch ops (autograd flows through both), and the registered kernels
+// (cab::selective_scan_fwd/_bwd: CPU reference and analytic backward / CUDA forward and backward).
+// Shapes as in selective_scan.h.
 #pragma once
 
 #include <cstdint>
@@ -10,15 +11,21 @@
 namespace cab::kernels {
 
 enum class ScanBackend {
-  automatic,   ///< the kernel, except with gradients on a GPU (chunked until the CUDA backward lands)
+  automatic,   ///< the kernel where it runs (CPU; CUDA in fp32/fp16/bf16), else chunked
   sequential,  ///< one step at a time (reference; differentiable)
   chunked,     ///< chunks of `chunk` steps in parallel, state carried between chunks (differentiable)
-  kernel,      ///< the registered op; on the CPU with an analytic backward (autograd), on CUDA forward only
+  kernel,      ///< the registered op, differentiable (CPU: analytic backward; CUDA: the CUDA backward)
 };
 
 /// y and the final state for the inputs; `chunk` is the chunk length of the chunked form.
 CAB_KERNELS_API ScanResult scan(const ScanInputs& in, ScanBackend backend = ScanBackend::automatic,
                                 int64_t chunk = 16);
+
+/// Both directions of a bidirectional (Vim) layer, y = out_scale · (y_fwd + y_bwd): `bwd` in natural time order,
+/// scanned from the last step to the first (see bi_selective_scan). The kernel backend runs the fused op (one CUDA
+/// launch per pass); on the CPU with gradients, and with the other backends, the two directions run separately.
+CAB_KERNELS_API BiScanResult bidirectional_scan(const ScanInputs& fwd, const ScanInputs& bwd, double out_scale = 0.5,
+                                                ScanBackend backend = ScanBackend::automatic, int64_t chunk = 16);
 
 /// The scan as a matrix per channel (MOHAWK's mixing matrix; Figure 3's implicit attention): without z,
 /// y[b, d, t] = Σ_s M[b, d, t, s] · u[b, d, s] with

@@ -1,0 +1,116 @@
+// Launch interface of the CUDA selective scan, forward and backward, one direction or both directions of a
+// bidirectional layer fused (kept free of LibTorch headers so nvcc stays fast).
+//
+// Work layout (see selective_scan_device.cuh for the kernels): a block of kThreads threads owns a tile of
+// channels of one (batch, group) and a chunk of time; each channel is `lanes` adjacent threads of a warp, each
+// holding `states_per_lane` of the N states in registers (fp32). Inputs are staged through shared memory in
+// time tiles, B/C tiles are shared by all channels of the block. When there are too few channel tiles to fill
+// the GPU (long sequences, small batch), time is split into `chunks` scanned in parallel: a first pass computes
+// each chunk's state from zero and its Σ Δ (the chunk's decay is exp(A·ΣΔ)), a tiny sequential pass combines
+// them into the state entering every chunk, and the output pass reruns each chunk from its true state.
+// The backward mirrors this for the adjoint (∂L/∂h runs backwards in time), and recomputes the states of each
+// chunk from its entering state: tile-start states go to a scratch buffer, each tile is rerun into shared
+// memory and swept backwards. The recurrence is never inverted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace cab::kernels::cuda {
+
+enum class ScanDtype { f32, f16, bf16 };
+
+constexpr int kThreads = 128;   ///< threads per block
+constexpr int kFwdTile = 16;    ///< time steps staged per tile in the forward passes
+constexpr int kBwdTile = 8;     ///< time steps staged per tile in the backward pass (its states are kept per step)
+
+/// One scan direction. All tensors contiguous. u, delta, z and du, ddelta, dz: [batch, dim, len] (scan dtype);
+/// B, C: [batch, groups, dstate, len] (scan dtype); A: [dim, dstate]; D, delta_bias: [dim]; h0, final_state,
+/// dfinal, dh0: [batch, dim, dstate]; all fp32. Optional pointers may be null.
+struct ScanDirection {
+  const void* u = nullptr;
+  const void* delta = nullptr;
+  const void* B = nullptr;
+  const void* C = nullptr;
+  const void* z = nullptr;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  const float* h0 = nullptr;
+  bool reverse = false;  ///< scans t = len−1 … 0 (inputs in natural time order, no flipped copies)
+
+  float* final_state = nullptr;  ///< forward output: the state after the last step of the scan
+
+  // Chunked scans (chunks > 1), [batch·dim, chunks, dstate] fp32 (sums: [batch·dim, chunks]), chunk k covering
+  // the times [k·chunk_len, (k+1)·chunk_len) whatever the direction.
+  float* chunk_state = nullptr;  ///< the state entering chunk k in this direction's order
+  float* chunk_grad = nullptr;   ///< ∂L/∂(state leaving chunk k), from the steps after it in this direction's order
+  float* chunk_local = nullptr;  ///< work: chunk k run from zero (its end state, or its adjoint at its start)
+  float* chunk_sum = nullptr;    ///< work: Σ Δ over chunk k
+
+  // Backward.
+  const float* dfinal = nullptr;  ///< gradient of final_state (may be null)
+  void* du = nullptr;             ///< written
+  void* ddelta = nullptr;         ///< written (gradient of delta before bias and softplus)
+  void* dz = nullptr;             ///< written when z is given
+  float* dA = nullptr;            ///< [dim, dstate], accumulated (zero it first)
+  float* dB = nullptr;            ///< [batch, groups, dstate, len], accumulated
+  float* dC = nullptr;            ///< [batch, groups, dstate, len], accumulated
+  float* dD = nullptr;            ///< [dim], accumulated (may be null)
+  float* dbias = nullptr;         ///< [dim], accumulated (may be null)
+  float* dh0 = nullptr;           ///< written (may be null)
+};
+
+struct ScanShape {
+  int64_t batch = 0, dim = 0, len = 0, dstate = 0, groups = 1;
+};
+
+/// How a shape is laid out on the GPU; plan_scan picks it, the host code allocates the chunk and scratch buffers.
+struct ScanPlan {
+  int lanes = 1;            ///< threads per channel (power of two, ≤ 32)
+  int states_per_lane = 4;  ///< 4, or 8 when N > 128
+  int channels_per_block = kThreads;
+  int64_t tiles_per_group = 1;  ///< channel tiles per (batch, group)
+  int64_t blocks = 1;           ///< channel tiles in all: batch · groups · tiles_per_group
+  int chunks = 1;               ///< time chunks scanned in parallel
+  int64_t chunk_len = 0;        ///< time steps per chunk, a multiple of kFwdTile (and kBwdTile)
+  /// Floats of the backward's scratch buffer (tile-start states) for `directions` directions.
+  std::size_t scratch_floats(int directions, int64_t len) const {
+    const int64_t tiles = (len + kBwdTile - 1) / kBwdTile;
+    return static_cast<std::size_t>(directions) * tiles * blocks * kThreads * states_per_lane;
+  }
+};
+
+/// `sm_count`: multiprocessors of the device (decides whether time is chunked).
+ScanPlan plan_scan(const ScanShape& shape, int sm_count);
+
+struct ScanParams {
+  ScanShape shape;
+  ScanPlan plan;
+  int directions = 1;  ///< 2: both directions in one launch, y = out_scale · (y_0 + y_1)
+  ScanDirection dir[2];
+  bool delta_softplus = false;
+  void* y = nullptr;          ///< forward output [batch, dim, len] (scan dtype)
+  float out_scale = 1.f;      ///< factor on each direction's output (and on dout in the backward)
+  const void* dout = nullptr;  ///< backward: ∂L/∂y [batch, dim, len] (scan dtype)
+  float* scratch = nullptr;    ///< backward: plan.scratch_floats(directions, len) floats
+};
+
+/// Enqueues the forward (y, final states; chunk states when chunked); returns the first launch error.
+cudaError_t scan_forward(const ScanParams& params, ScanDtype dtype, cudaStream_t stream);
+
+/// Enqueues the backward: gradients of every input from dout (and dfinal). dA, dB, dC, dD, dbias must be zeroed.
+/// Needs the chunk_state of the forward when chunked (recompute it with scan_forward's chunk passes if absent:
+/// `have_chunk_states` false).
+cudaError_t scan_backward(const ScanParams& params, ScanDtype dtype, bool have_chunk_states, cudaStream_t stream);
+
+namespace detail {
+/// The states entering every chunk (chunk_state) from each chunk run from zero plus a sequential combine.
+cudaError_t launch_chunk_states(const ScanParams& params, ScanDtype dtype, cudaStream_t stream);
+/// The gradients entering every chunk from its successors (chunk_grad), likewise, for the adjoint.
+cudaError_t launch_chunk_grads(const ScanParams& params, ScanDtype dtype, cudaStream_t stream);
+}  // namespace detail
+
+}  // namespace cab::kernels::cuda

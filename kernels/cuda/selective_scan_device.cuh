@@ -1,0 +1,314 @@
+// Device helpers shared by the selective-scan kernels: dtype conversion, block geometry, shared-memory layout,
+// staging of time tiles, reductions over a channel's lanes and over the channels of a warp.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "selective_scan_cuda.cuh"
+
+namespace cab::kernels::cuda::detail {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kWarps = kThreads / 32;
+
+__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+/// 2^x in one MUFU instruction (relative error ~2 ulp); results below 2^−126 flush to zero, which only a
+/// decay that has already reached zero can produce.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float softplus(float x) { return x <= 20.f ? log1pf(expf(x)) : x; }
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+/// Sum over the `lanes` adjacent threads of one channel (lanes: a power of two ≤ 32, aligned in the warp).
+__device__ __forceinline__ float channel_sum(float v, int lanes) {
+  for (int m = 1; m < lanes; m <<= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
+
+/// Where this thread sits: the block's (batch, group, channel tile), its channel and its slice of the states.
+struct Geometry {
+  int lanes, ch, npad;  // threads per channel, channels per block, states padded to lanes · kNS
+  int c, s;             // this thread's channel in the block and state slice
+  int nch;              // channels of this block that exist (the last tile of a group may be partial)
+  int64_t b, g, d;      // batch, group, this thread's channel (clamped to a real one for idle threads)
+  int64_t d0;           // the block's first channel
+  int64_t row;          // b · dim + d: the (batch, channel) row of u, delta, z, y and of the states
+  bool valid;           // c < nch
+};
+
+__device__ __forceinline__ Geometry geometry(const ScanParams& p, int states_per_lane) {
+  Geometry G;
+  G.lanes = p.plan.lanes;
+  G.ch = p.plan.channels_per_block;
+  G.npad = G.lanes * states_per_lane;
+  G.c = threadIdx.x / G.lanes;
+  G.s = threadIdx.x % G.lanes;
+  const int64_t per_group = p.shape.dim / p.shape.groups;
+  const int64_t tile = blockIdx.x % p.plan.tiles_per_group;
+  const int64_t bg = blockIdx.x / p.plan.tiles_per_group;
+  G.b = bg / p.shape.groups;
+  G.g = bg % p.shape.groups;
+  G.d0 = G.g * per_group + tile * G.ch;
+  const int64_t left = per_group - tile * G.ch;
+  G.nch = static_cast<int>(left < G.ch ? left : G.ch);
+  G.valid = G.c < G.nch;
+  G.d = G.d0 + (G.valid ? G.c : 0);
+  G.row = G.b * p.shape.dim + G.d;
+  return G;
+}
+
+/// The tiles [begin, end) of kT steps that make up this block's time chunk (blockIdx.y); `total` over all of L.
+struct TileRange {
+  int64_t begin, end, total;
+};
+template <int kT>
+__device__ __forceinline__ TileRange chunk_tiles(const ScanParams& p) {
+  TileRange r;
+  r.total = (p.shape.len + kT - 1) / kT;
+  const int64_t per_chunk = p.plan.chunk_len / kT;
+  r.begin = blockIdx.y * per_chunk;
+  r.end = r.begin + per_chunk < r.total ? r.begin + per_chunk : r.total;
+  return r;
+}
+
+/// This thread's A (times log2 e) and the state entering the block's chunk: chunk_state when time is chunked,
+/// else h0 (or zero); with `from_zero`, zero. Idle lanes and padded states get A = 0 and h = 0, so they stay 0.
+template <int kNS>
+__device__ __forceinline__ void load_entry(const ScanParams& p, const ScanDirection& P, const Geometry& G, bool from_zero,
+                                           float (&A2)[kNS], float (&h)[kNS]) {
+  const int64_t N = p.shape.dstate;
+  const int K = p.plan.chunks;
+#pragma unroll
+  for (int n = 0; n < kNS; ++n) {
+    const int64_t nn = G.s * kNS + n;
+    const bool live = G.valid && nn < N;
+    A2[n] = live ? P.A[G.d * N + nn] * kLog2e : 0.f;
+    float h_start = 0.f;
+    if (live && !from_zero) {
+      if (K > 1) h_start = P.chunk_state[(G.row * K + blockIdx.y) * N + nn];
+      else if (P.h0) h_start = P.h0[G.row * N + nn];
+    }
+    h[n] = h_start;
+  }
+}
+
+/// Offsets (in floats) of the shared-memory arrays of one block; every section starts 16-byte aligned.
+/// Per-channel arrays are [ch][tile + 1] (the +1 keeps channels on different banks), B and C [tile][npad + 4]
+/// (rows aligned for float4 reads), the warp partial sums of dB/dC [2][warps][tile][npad], the backward's
+/// per-step states [tile][threads][kNS].
+struct SmemLayout {
+  int channel_stride, bc_stride;
+  int u, dt, dsp, z, dout, out0, out1, out2, B, C, red, hist, total;
+};
+
+__host__ __device__ inline int align4(int x) { return (x + 3) / 4 * 4; }
+
+__host__ __device__ inline SmemLayout smem_layout(int ch, int npad, int tile, int states_per_lane, bool backward) {
+  SmemLayout L{};
+  L.channel_stride = tile + 1;
+  L.bc_stride = npad + 4;
+  const int per_channel = align4(ch * L.channel_stride);
+  int at = 0;
+  auto take = [&](int floats) {
+    const int offset = at;
+    at += align4(floats);
+    return offset;
+  };
+  L.u = take(per_channel);
+  L.dt = take(per_channel);
+  L.z = take(per_channel);
+  L.dout = take(per_channel);
+  L.out0 = take(per_channel);
+  L.dsp = backward ? take(per_channel) : 0;
+  L.out1 = backward ? take(per_channel) : 0;
+  L.out2 = backward ? take(per_channel) : 0;
+  L.B = take(tile * L.bc_stride);
+  L.C = take(tile * L.bc_stride);
+  L.red = backward ? take(2 * kWarps * tile * npad) : 0;
+  L.hist = backward ? take(tile * kThreads * states_per_lane) : 0;
+  L.total = at;
+  return L;
+}
+
+/// The shared-memory arrays of a block at the offsets of its SmemLayout (the backward-only ones unused otherwise);
+/// out0 holds y in the forward, ∂u in the backward, out1 ∂delta and out2 ∂z.
+struct SharedArrays {
+  float *u, *dt, *dsp, *z, *dout, *out0, *out1, *out2, *B, *C, *red, *hist;
+};
+
+/// What every scan kernel's block works out first: where it sits, its shared memory and its time tiles.
+template <int kT, int kNS>
+struct BlockSetup {
+  Geometry G;
+  SmemLayout L;
+  SharedArrays s;
+  TileRange tiles;
+  int at_c;  // this thread's channel row in the per-channel arrays
+
+  __device__ __forceinline__ BlockSetup(const ScanParams& p, bool backward)
+      : G(geometry(p, kNS)), L(smem_layout(G.ch, G.npad, kT, kNS, backward)), tiles(chunk_tiles<kT>(p)) {
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    s = SharedArrays{smem + L.u,    smem + L.dt,   smem + L.dsp,  smem + L.z, smem + L.dout, smem + L.out0,
+                     smem + L.out1, smem + L.out2, smem + L.B,    smem + L.C, smem + L.red,  smem + L.hist};
+    at_c = G.c * L.channel_stride;
+  }
+};
+
+/// What a stage of per-channel inputs loads into shared memory (null: not needed).
+struct ChannelTile {
+  float* u = nullptr;     ///< u
+  float* dt = nullptr;    ///< Δ = softplus(delta + bias) (or delta + bias)
+  float* dsp = nullptr;   ///< dΔ/d delta: sigmoid(delta + bias), or 1
+  float* z = nullptr;     ///< z, or silu(z) with z_silu; 1 (silu) / 0 (raw) when there is no z
+  bool z_silu = false;
+  float* dout = nullptr;  ///< out_scale · ∂L/∂y
+};
+
+/// Loads the tile of times [t0, t0 + kT) of the block's channels; times ≥ len and absent channels read as
+/// an identity step (Δ = 0, u = 0, dout = 0), so the recurrence can run over them unchanged.
+template <typename T, int kT>
+__device__ __forceinline__ void stage_channels(const ScanParams& p, const ScanDirection& P, const Geometry& G,
+                                               const SmemLayout& L, int64_t t0, const ChannelTile& s) {
+  const int64_t len = p.shape.len;
+  const int64_t row0 = G.b * p.shape.dim + G.d0;
+  for (int e = threadIdx.x; e < G.ch * kT; e += kThreads) {
+    const int c = e / kT, j = e % kT;
+    const int64_t t = t0 + j;
+    const bool ok = c < G.nch && t < len;
+    const int64_t i = (row0 + c) * len + t;
+    const int at = c * L.channel_stride + j;
+    if (s.u) s.u[at] = ok ? load(static_cast<const T*>(P.u), i) : 0.f;
+    if (s.dt) {
+      const float raw = ok ? load(static_cast<const T*>(P.delta), i) + (P.delta_bias ? P.delta_bias[G.d0 + c] : 0.f) : 0.f;
+      s.dt[at] = ok ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      if (s.dsp) s.dsp[at] = ok ? (p.delta_softplus ? sigmoid(raw) : 1.f) : 0.f;
+    }
+    if (s.z) {
+      if (P.z) {
+        const float zz = ok ? load(static_cast<const T*>(P.z), i) : 0.f;
+        s.z[at] = s.z_silu ? zz * sigmoid(zz) : zz;
+      } else {
+        s.z[at] = s.z_silu ? 1.f : 0.f;
+      }
+    }
+    if (s.dout) s.dout[at] = ok ? p.out_scale * load(static_cast<const T*>(p.dout), i) : 0.f;
+  }
+}
+
+/// Loads B and/or C for times [t0, t0 + kT) into [kT][npad + 4] (states ≥ N and times ≥ len read as 0).
+template <typename T, int kT>
+__device__ __forceinline__ void stage_bc(const ScanParams& p, const ScanDirection& P, const Geometry& G,
+                                         const SmemLayout& L, int64_t t0, float* sB, float* sC) {
+  const int64_t len = p.shape.len, N = p.shape.dstate;
+  const int64_t base = (G.b * p.shape.groups + G.g) * N;
+  for (int e = threadIdx.x; e < G.npad * kT; e += kThreads) {
+    const int n = e / kT, j = e % kT;
+    const int64_t t = t0 + j;
+    const bool ok = n < N && t < len;
+    const int64_t i = (base + n) * len + t;
+    if (sB) sB[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.B), i) : 0.f;
+    if (sC) sC[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.C), i) : 0.f;
+  }
+}
+
+/// Reads kNS consecutive floats (16-byte aligned) from shared memory.
+template <int kNS>
+__device__ __forceinline__ void read_states(const float* src, float (&v)[kNS]) {
+#pragma unroll
+  for (int q = 0; q < kNS / 4; ++q) {
+    const float4 f = reinterpret_cast<const float4*>(src)[q];
+    v[4 * q] = f.x, v[4 * q + 1] = f.y, v[4 * q + 2] = f.z, v[4 * q + 3] = f.w;
+  }
+}
+template <int kNS>
+__device__ __forceinline__ void write_states(float* dst, const float (&v)[kNS]) {
+#pragma unroll
+  for (int q = 0; q < kNS / 4; ++q)
+    reinterpret_cast<float4*>(dst)[q] = make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+}
+
+/// One step of the recurrence for this thread's states: h ← exp(Δ A) ⊙ h + Δ u B (x = Δ u, B from shared memory).
+template <int kNS>
+__device__ __forceinline__ void advance(float (&h)[kNS], const float (&A2)[kNS], float dt, float x, const float* B) {
+  float Bv[kNS];
+  read_states<kNS>(B, Bv);
+#pragma unroll
+  for (int n = 0; n < kNS; ++n) h[n] = fmaf(exp2_approx(dt * A2[n]), h[n], x * Bv[n]);
+}
+
+/// One halving step of reduce_channels: partner lanes (across `mask`) swap halves of their values and add.
+template <int kHalf, int kNS>
+__device__ __forceinline__ void transpose_halves(float (&v)[kNS], int lane, int& mask, int& idx, int& cnt) {
+  if constexpr (kHalf >= 1) {
+    if (mask < 32) {
+      const bool upper = (lane & mask) != 0;
+#pragma unroll
+      for (int i = 0; i < kHalf; ++i) {
+        const float send = upper ? v[i] : v[i + kHalf];
+        const float keep = upper ? v[i + kHalf] : v[i];
+        v[i] = keep + __shfl_xor_sync(kFullMask, send, mask);
+      }
+      if (upper) idx += kHalf;
+      cnt = kHalf;
+      mask <<= 1;
+      transpose_halves<kHalf / 2>(v, lane, mask, idx, cnt);
+    }
+  }
+}
+
+/// Sums each of this lane's kNS state values over the channels of the warp (the lane bits ≥ lanes) and stores
+/// the sums in dst[npad]: a transposing butterfly (each step halves the values a lane holds), so a warp
+/// spends about kNS shuffles, not kNS · log2(channels); dst[n] is written by exactly one lane.
+template <int kNS>
+__device__ __forceinline__ void reduce_channels(float (&v)[kNS], int lanes, int slice, float* dst) {
+  const int lane = threadIdx.x % 32;
+  int mask = lanes, idx = 0, cnt = kNS;
+  transpose_halves<kNS / 2>(v, lane, mask, idx, cnt);
+  bool writer = true;
+  for (; mask < 32; mask <<= 1) {  // only once a lane holds one value
+    v[0] += __shfl_xor_sync(kFullMask, v[0], mask);
+    writer = writer && (lane & mask) == 0;
+  }
+  if (writer) {
+#pragma unroll
+    for (int i = 0; i < kNS; ++i)
+      if (i < cnt) dst[slice * kNS + idx + i] = v[i];
+  }
+}
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+template <int kValue>
+struct IntTag {
+  static constexpr int value = kValue;
+};
+
+/// Calls f(TypeTag<element type>{}, IntTag<states per lane>{}) for the runtime dtype and states per lane.
+template <typename F>
+cudaError_t dispatch(ScanDtype dtype, int states_per_lane, F&& f) {
+  auto by_states = [&](auto tag) -> cudaError_t {
+    return states_per_lane == 8 ? f(tag, IntTag<8>{}) : f(tag, IntTag<4>{});
+  };
+  switch (dtype) {
+    case ScanDtype::f32: return by_states(TypeTag<float>{});
+    case ScanDtype::f16: return by_states(TypeTag<__half>{});
+    case ScanDtype::bf16: return by_states(TypeTag<__nv_bfloat16>{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cab::kernels::cuda::detail

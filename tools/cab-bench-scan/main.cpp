@@ -1,0 +1,154 @@
+// cab-bench-scan: times the selective scan (forward, forward + backward; one direction and Vim's fused
+// bidirectional layer) on PERFORMANCE.md's shapes with CUDA events and prints one JSON object per case.
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+#include <torch/autograd.h>
+#include <torch/cuda.h>
+
+#include <functional>
+#include <iostream>
+
+#include "cab/cli/cli.h"
+#include "cab/kernels/scan.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+struct Case {
+  const char* name;
+  int64_t batch, dim, len, dstate;
+  bool bidirectional;
+  // The mamba_ssm selective-scan kernel on one H100, bf16, quoted from PERFORMANCE.md (mamba_ssm is not
+  // installed on the GPU host, so these are not measured here). Bidirectional: two one-direction calls.
+  double reference_fwd_us, reference_fwd_bwd_us;
+};
+
+constexpr Case kCases[] = {
+    {"vim-tiny-layer", 128, 384, 197, 16, false, 397, 1685},
+    {"vim-small-layer", 128, 768, 197, 16, false, 780, 3294},
+    {"lm-130m-layer", 8, 1536, 2048, 16, false, 451, 2461},
+    {"long-sequence", 2, 2048, 8192, 16, false, 741, 3522},
+    {"vim-tiny-bidirectional", 128, 384, 197, 16, true, 2 * 397, 2 * 1685},
+};
+
+constexpr double kCopyBytesPerUs = 3.0e6;  // 3.0 TB/s, the H100's device-to-device copy rate (GPU.md)
+
+/// Mean µs per call over `iterations` calls after `warmup`, by CUDA events on the current stream.
+double time_us(const std::function<void()>& fn, int warmup, int iterations) {
+  for (int i = 0; i < warmup; ++i) fn();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaEventRecord(start, stream);
+  for (int i = 0; i < iterations; ++i) fn();
+  cudaEventRecord(stop, stream);
+  cudaEventSynchronize(stop);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return 1e3 * ms / iterations;
+}
+
+/// Vim/Mamba-like inputs: bf16 u, Δ (softplus of δ + bias around 0.05–0.1), z, B, C; fp32 A = −[1..N], D, bias.
+cab::kernels::ScanInputs inputs(const Case& c) {
+  auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  auto f32 = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  cab::kernels::ScanInputs in;
+  in.u = at::randn({c.batch, c.dim, c.len}, bf16);
+  in.delta = at::rand({c.batch, c.dim, c.len}, bf16) * 0.5 - 3;
+  in.z = at::randn({c.batch, c.dim, c.len}, bf16);
+  in.A = -at::arange(1, c.dstate + 1, f32).repeat({c.dim, 1});
+  in.B = at::randn({c.batch, c.dstate, c.len}, bf16);
+  in.C = at::randn({c.batch, c.dstate, c.len}, bf16);
+  in.D_skip = at::ones({c.dim}, f32);
+  in.delta_bias = at::rand({c.dim}, f32) * 0.1;
+  in.delta_softplus = true;
+  return in;
+}
+
+std::vector<at::Tensor> leaves(cab::kernels::ScanInputs& in) {
+  std::vector<at::Tensor> out;
+  for (at::Tensor* t : {&in.u, &in.delta, &in.z.value(), &in.A, &in.B, &in.C, &in.D_skip.value(), &in.delta_bias.value()})
+    out.push_back(t->requires_grad_(true));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cab::cli::CommandLine cl;
+  cl.program = "cab-bench-scan";
+  cl.usage =
+      "Usage: cab-bench-scan [options]\n\nTimes cab's CUDA selective scan on PERFORMANCE.md's shapes (bf16, z gating,\n"
+      "softplus Δ, D skip): forward and forward + backward, one direction and Vim's two directions fused, by CUDA\n"
+      "events after warm-up. Prints one JSON object per case, with the quoted mamba_ssm reference figures and the\n"
+      "memory lower bound (u, Δ, z, y in bf16 plus B, C at 3.0 TB/s; forward + backward adds dy, du, dΔ, dz, dB, dC).\n";
+  cl.visible.add_options()("help,h", "show this help")("version", "show version information")(
+      "iterations", po::value<int>()->default_value(50), "timed calls per measurement")(
+      "warmup", po::value<int>()->default_value(5), "untimed calls before each measurement")(
+      "case", po::value<std::string>(), "run only the named case");
+  po::variables_map vm;
+  if (auto code = cab::cli::parse(cl, argc, argv, vm)) return *code;
+  if (!cab::kernels::built_with_cuda() || !torch::cuda::is_available()) {
+    std::cerr << "cab-bench-scan: needs a CUDA device and a CUDA build of cab's kernels\n";
+    return cab::cli::kNotAvailable;
+  }
+  const int iterations = vm["iterations"].as<int>(), warmup = vm["warmup"].as<int>();
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  double one_direction_fwd = 0, one_direction_fwd_bwd = 0;  // vim-tiny-layer, for the bidirectional ratio
+  for (const Case& c : kCases) {
+    if (vm.count("case") && vm["case"].as<std::string>() != c.name) continue;
+    at::manual_seed(0);
+    cab::kernels::ScanInputs fwd = inputs(c), bwd = inputs(c);
+    bwd.z = fwd.z;  // Vim: both directions gate with the same z
+    auto forward = [&] {
+      return c.bidirectional ? cab::kernels::bidirectional_scan(fwd, bwd).y : cab::kernels::scan(fwd).y;
+    };
+    double fwd_us;
+    {
+      at::NoGradGuard no_grad;
+      fwd_us = time_us([&] { forward(); }, warmup, iterations);
+    }
+    std::vector<at::Tensor> vars = leaves(fwd);
+    if (c.bidirectional) {
+      const auto more = leaves(bwd);
+      vars.insert(vars.end(), more.begin() + 3, more.end());  // bwd.z is fwd.z
+      vars.insert(vars.end(), more.begin(), more.begin() + 2);
+    }
+    const at::Tensor grad_y = at::randn({c.batch, c.dim, c.len}, fwd.u.options().requires_grad(false));
+    const double fwd_bwd_us = time_us([&] { torch::autograd::grad({forward()}, vars, {grad_y}); }, warmup, iterations);
+
+    const double dirs = c.bidirectional ? 2 : 1, act = 2.0 * c.batch * c.dim * c.len, bc = 2.0 * c.batch * c.dstate * c.len;
+    // Forward: u, Δ (per direction), z, y; B, C per direction. Backward: reads those and dy, writes du, dΔ, dz, dB, dC.
+    const double fwd_bytes = (2 * dirs + 2) * act + 2 * dirs * bc;
+    const double fwd_bwd_bytes = fwd_bytes + (3 * dirs + 3) * act + 2 * dirs * bc + (2 * dirs + 1) * act + 2 * dirs * bc;
+    const double fwd_bound = fwd_bytes / kCopyBytesPerUs, fwd_bwd_bound = fwd_bwd_bytes / kCopyBytesPerUs;
+    std::string extra;
+    if (!c.bidirectional && std::string(c.name) == "vim-tiny-layer") one_direction_fwd = fwd_us, one_direction_fwd_bwd = fwd_bwd_us;
+    if (c.bidirectional && one_direction_fwd > 0)
+      extra = fmt::format(", \"one_direction_fwd_us\": {:.1f}, \"one_direction_fwd_bwd_us\": {:.1f}, "
+                          "\"fwd_over_one_direction\": {:.3f}, \"fwd_bwd_over_one_direction\": {:.3f}",
+                          one_direction_fwd, one_direction_fwd_bwd, fwd_us / one_direction_fwd,
+                          fwd_bwd_us / one_direction_fwd_bwd);
+    std::cout << fmt::format(
+        "{{\"case\": \"{}\", \"op\": \"{}\", \"shape\": {{\"B\": {}, \"D\": {}, \"L\": {}, \"N\": {}}}, \"dtype\": \"bf16\", "
+        "\"device\": \"{}\", \"fwd_us\": {:.1f}, \"fwd_bwd_us\": {:.1f}, \"reference_fwd_us\": {}, "
+        "\"reference_fwd_bwd_us\": {}, \"reference_source\": \"PERFORMANCE.md, mamba_ssm on H100 (quoted, not measured in "
+        "this run)\", \"speedup_fwd\": {:.3f}, \"speedup_fwd_bwd\": {:.3f}, \"lower_bound_fwd_us\": {:.1f}, "
+        "\"lower_bound_fwd_bwd_us\": {:.1f}, \"fwd_over_lower_bound\": {:.3f}, \"fwd_bwd_over_lower_bound\": {:.3f}, "
+        "\"fwd_GBps\": {:.1f}, \"fwd_bwd_GBps\": {:.1f}{}}}\n",
+        c.name, c.bidirectional ? "bidirectional_scan" : "selective_scan", c.batch, c.dim, c.len, c.dstate, prop.name,
+        fwd_us, fwd_bwd_us, c.reference_fwd_us, c.reference_fwd_bwd_us, c.reference_fwd_us / fwd_us,
+        c.reference_fwd_bwd_us / fwd_bwd_us, fwd_bound, fwd_bwd_bound, fwd_us / fwd_bound, fwd_bwd_us / fwd_bwd_bound,
+        fwd_bytes / fwd_us / 1e3, fwd_bwd_bytes / fwd_bwd_us / 1e3, extra);
+  }
+  return cab::cli::kOk;
+}
