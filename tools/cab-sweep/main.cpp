@@ -13,6 +13,7 @@
 #include "cab/store/store.h"
 #include "cab/sweep/expand.h"
 #include "cab/sweep/scheduler.h"
+#include "cab/sweep/slurm.h"
 #include "cab/sweep/sweep_file.h"
 #include "cab/util/version.h"
 
@@ -119,7 +120,117 @@ int status_command(const fs::path& db, const std::string& only) {
 
 int worker_command(const po::variables_map& vm, cab::plugin::Registry& registry) {
   const std::string config_text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-  return cab::sweep::run_worker(config_text, registry, vm["report-fd"].as<int>());
+  return cab::sweep::run_worker(config_text, registry, vm["report-fd"].as<int>(), vm.count("checkpoint-on-signal") != 0);
+}
+
+// The [slurm] settings given as flags (they beat the sweep file's table and the plan's).
+std::vector<std::pair<std::string, cab::config::Value>> slurm_overrides(const po::variables_map& vm) {
+  std::vector<std::pair<std::string, cab::config::Value>> out;
+  for (const char* key : {"partition", "account"})
+    if (vm.count(key)) out.emplace_back(key, vm[key].as<std::string>());
+  for (const char* key : {"mem", "time"})
+    if (vm.count(std::string("slurm-") + key)) out.emplace_back(key, vm[std::string("slurm-") + key].as<std::string>());
+  for (const char* key : {"gpus", "cpus"})
+    if (vm.count(std::string("slurm-") + key)) out.emplace_back(key, std::int64_t{vm[std::string("slurm-") + key].as<int>()});
+  if (vm.count("max-parallel")) out.emplace_back("max_parallel", std::int64_t{vm["max-parallel"].as<int>()});
+  if (vm.count("sbatch")) out.emplace_back("sbatch", vm["sbatch"].as<std::vector<std::string>>());
+  return out;
+}
+
+int emit_command(const std::string& target, const po::variables_map& vm, const cab::plugin::Registry* registry,
+                 const std::vector<std::string>& plugin_args) {
+  const std::string kind = vm["emit"].as<std::string>();
+  if (kind != "slurm") {
+    std::cerr << fmt::format("cab-sweep: --emit {}: unknown target; expected: slurm\n", kind);
+    return cab::cli::kUsage;
+  }
+  const fs::path db = vm["db"].as<std::string>();
+  cab::sweep::EmitOptions options;
+  options.db = db;
+  options.only_unfinished = vm.count("only-unfinished") != 0;
+  options.replan = vm.count("replan") != 0;
+  options.filters = parse_filters(vm);
+  options.slurm_overrides = slurm_overrides(vm);
+  for (std::size_t i = 1; i < plugin_args.size(); i += 2) options.plugin_paths.push_back(plugin_args[i]);
+  options.executable = fs::read_symlink("/proc/self/exe");
+  cab::sweep::EmitResult result;
+  std::string name;
+  if (registry == nullptr) {  // TARGET is a folder with a plan
+    if (vm.count("out") && fs::absolute(vm["out"].as<std::string>()) != fs::absolute(target)) {
+      std::cerr << "cab-sweep: --out: the plan folder is given already as the first argument\n";
+      return cab::cli::kUsage;
+    }
+    options.out = target;
+    result = cab::sweep::emit_slurm(nullptr, {}, options);
+    name = cab::sweep::read_plan(target).sweep_name;
+  } else {
+    const auto file = cab::sweep::read_sweep(target);
+    const auto runs = cab::sweep::expand(file, *registry);
+    options.out = vm.count("out") ? fs::path(vm["out"].as<std::string>())
+                                  : (db.has_parent_path() ? db.parent_path() : fs::path(".")) / "slurm" / file.name;
+    result = cab::sweep::emit_slurm(&file, runs, options);
+    name = file.name;
+  }
+  const fs::path dir = fs::absolute(options.out).lexically_normal();
+  std::cout << fmt::format("sweep {}: {} runs frozen in {}{}\n", name, result.total, (dir / "plan.json").string(),
+                           result.added ? fmt::format(" ({} new)", result.added) : "");
+  for (const auto& note : result.notes) std::cout << "note: " << note << "\n";
+  if (result.script.empty()) {
+    std::cout << "nothing to submit: every selected run has a finished result\n";
+    return cab::cli::kOk;
+  }
+  std::cout << fmt::format("wrote {}: a job array of {} task(s) (indices {})\nsubmit:  sbatch {}\nthen:    "
+                           "cab-sweep collect {} --db {}\n",
+                           result.script.string(), result.indices.size(),
+                           cab::sweep::array_spec(result.indices, 0), result.script.string(), dir.string(), db.string());
+  return cab::cli::kOk;
+}
+
+int run_one_command(const std::vector<std::string>& positional, const po::variables_map& vm,
+                    const std::vector<std::string>& plugin_args) {
+  if (positional.size() != 2 || !vm.count("index")) {
+    std::cerr << "cab-sweep: usage: cab-sweep run-one DIR --index I (DIR written by --emit slurm)\n";
+    return cab::cli::kUsage;
+  }
+  cab::sweep::RunOneOptions options;
+  options.dir = positional[1];
+  options.index = vm["index"].as<std::int64_t>();
+  options.executable = fs::read_symlink("/proc/self/exe");
+  options.worker_arguments = plugin_args;
+  options.timeout_s = vm["timeout"].as<double>();
+  options.grace_s = vm["grace"].as<double>();
+  switch (cab::sweep::run_one(options, std::cout)) {
+    case Status::finished:
+    case Status::running: return cab::cli::kOk;  // running: another task has it
+    case Status::killed: return kInterrupted;
+    default: return kSomeRunsFailed;
+  }
+}
+
+int collect_command(const std::vector<std::string>& positional, const po::variables_map& vm) {
+  if (positional.size() != 2) {
+    std::cerr << "cab-sweep: usage: cab-sweep collect DIR [--db FILE] (DIR written by --emit slurm)\n";
+    return cab::cli::kUsage;
+  }
+  const fs::path db = vm["db"].as<std::string>();
+  const fs::path dir = fs::absolute(positional[1]).lexically_normal();
+  const auto plan = cab::sweep::read_plan(dir);  // before the database is created
+  cab::store::Store store(db);
+  const auto report = cab::sweep::collect(dir, store, vm.count("replan") != 0);
+  for (const auto& message : report.messages) std::cout << message << "\n";
+  const auto counts = store.counts(report.sweep_id);
+  auto count = [&](Status s) { return counts.count(s) ? counts.at(s) : 0; };
+  std::cout << fmt::format("collected {}: {} file(s): {} merged, {} unchanged, {} kept, {} skipped\n",
+                           dir.string(), report.files, report.merged, report.unchanged, report.kept, report.skipped);
+  std::cout << fmt::format("sweep {} in {}: {} finished, {} failed, {} killed, {} pending, {} running\n", plan.sweep_name,
+                           db.string(), count(Status::finished), count(Status::failed), count(Status::killed),
+                           count(Status::pending), count(Status::running));
+  if (!report.unfinished.empty()) {
+    std::cout << fmt::format("unfinished: indices {}; resubmit them with: cab-sweep {} --emit slurm --only-unfinished "
+                             "--db {}\n",
+                             cab::sweep::array_spec(report.unfinished, 0), dir.string(), db.string());
+  }
+  return cab::cli::kOk;
 }
 
 int dry_run(const cab::sweep::SweepFile& file, const std::vector<cab::sweep::RunSpec>& runs, const fs::path& db,
@@ -231,6 +342,10 @@ int main(int argc, char** argv) {
       "Usage: cab-sweep [options] SWEEP.toml     run (or resume) a sweep\n"
       "       cab-sweep status [--sweep NAME]    counts and a table per status\n"
       "       cab-sweep --check RUN.toml         validate one run config\n"
+      "       cab-sweep SWEEP.toml --emit slurm [--out DIR]   freeze the runs, write DIR/job.sbatch (job array)\n"
+      "       cab-sweep DIR --emit slurm --only-unfinished    a job array of the runs without a finished result\n"
+      "       cab-sweep run-one DIR --index I    one array task (what job.sbatch runs)\n"
+      "       cab-sweep collect DIR [--db FILE]  merge the tasks' result files into the database (idempotent)\n"
       "       cab-sweep --list-plugins\n\n"
       "Expands the sweep's grid, freezes the run list in the database, and runs every pending run in its own\n"
       "worker process (one per GPU with --gpus, else --workers CPU workers). Finished runs are never re-run;\n"
@@ -255,11 +370,25 @@ int main(int argc, char** argv) {
       ("log-dir", po::value<std::string>(), "worker logs (default: <db folder>/logs/<sweep>)")
       ("run-dir", po::value<std::string>(), "per-run folders: checkpoints, trained models (default: <db folder>/runs/<sweep>)")
       ("plain", "plain progress lines even on a terminal")
-      ("sweep", po::value<std::string>(), "with status: only this sweep");
+      ("sweep", po::value<std::string>(), "with status: only this sweep")
+      ("emit", po::value<std::string>(), "write a cluster job instead of running: slurm")
+      ("out", po::value<std::string>(), "with --emit: the folder for the plan, script, results (default: <db folder>/slurm/<sweep>)")
+      ("only-unfinished", "with --emit: only the runs without a finished result")
+      ("partition", po::value<std::string>(), "with --emit slurm: --partition (beats [slurm] partition)")
+      ("account", po::value<std::string>(), "with --emit slurm: --account")
+      ("slurm-gpus", po::value<int>(), "with --emit slurm: GPUs per task")
+      ("slurm-cpus", po::value<int>(), "with --emit slurm: CPU cores per task")
+      ("slurm-mem", po::value<std::string>(), "with --emit slurm: memory per task, e.g. 16G")
+      ("slurm-time", po::value<std::string>(), "with --emit slurm: time limit per task, e.g. 04:00:00")
+      ("max-parallel", po::value<int>(), "with --emit slurm: tasks running at once (%K)")
+      ("sbatch", po::value<std::vector<std::string>>()->composing(), "with --emit slurm: another sbatch option (repeatable)")
+      ("index", po::value<std::int64_t>(), "with run-one: the array index to run")
+      ("grace", po::value<double>()->default_value(60), "with run-one: seconds the run gets to checkpoint after SIGUSR1/SIGTERM");
   cl.hidden.add_options()
       ("positional", po::value<std::vector<std::string>>(), "sweep file or command")
       ("worker", "run one run: config on stdin, reports on --report-fd")
-      ("report-fd", po::value<int>()->default_value(-1), "worker report pipe");
+      ("report-fd", po::value<int>()->default_value(-1), "worker report pipe")
+      ("checkpoint-on-signal", "worker: SIGTERM/SIGUSR1 save a checkpoint and stop the run");
   cl.positional.add("positional", -1);
   po::variables_map vm;
   if (auto code = cab::cli::parse(cl, argc, argv, vm)) return *code;
@@ -269,6 +398,7 @@ int main(int argc, char** argv) {
     if (vm.count("positional")) positional = vm["positional"].as<std::vector<std::string>>();
     if (!positional.empty() && positional[0] == "status")
       return status_command(vm["db"].as<std::string>(), vm.count("sweep") ? vm["sweep"].as<std::string>() : "");
+    if (!positional.empty() && positional[0] == "collect") return collect_command(positional, vm);
 
     cab::plugin::Registry registry;
     std::vector<fs::path> extra;
@@ -280,6 +410,10 @@ int main(int argc, char** argv) {
         plugin_args.push_back(fs::absolute(p).string());
       }
     }
+    // Neither needs the plugins here: run-one's worker loads them, a plan folder holds expanded runs.
+    if (!positional.empty() && positional[0] == "run-one") return run_one_command(positional, vm, plugin_args);
+    if (vm.count("emit") && positional.size() == 1 && fs::is_directory(positional[0]))
+      return emit_command(positional[0], vm, nullptr, plugin_args);
     cab::cli::load_plugins(registry, extra);
 
     if (vm.count("worker")) return worker_command(vm, registry);
@@ -288,6 +422,7 @@ int main(int argc, char** argv) {
       return cab::cli::kOk;
     }
     if (vm.count("check")) return check_config(vm["check"].as<std::string>(), registry);
+    if (vm.count("emit") && positional.size() == 1) return emit_command(positional[0], vm, &registry, plugin_args);
     if (positional.size() == 1) return sweep_command(positional[0], vm, registry, plugin_args);
     std::cerr << (positional.empty() ? "cab-sweep: nothing to do. Try 'cab-sweep --help'.\n"
                                      : "cab-sweep: give one sweep file. Try 'cab-sweep --help'.\n");

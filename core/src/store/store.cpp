@@ -4,7 +4,9 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fmt/format.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
@@ -101,6 +103,38 @@ std::map<std::string, std::string> key_values(SQLite::Database& db, const char* 
   std::map<std::string, std::string> out;
   while (q.executeStep()) out[q.getColumn(0).getString()] = q.getColumn(1).getString();
   return out;
+}
+
+// Inserts metrics (NaN/Inf as NULL) inside the caller's transaction; `run_id` >= 0 overrides theirs.
+// `conflict`: "REPLACE" (a repeated (run, key, step) replaces the earlier value) or "IGNORE" (keeps it).
+void insert_metrics(SQLite::Database& db, const std::vector<Metric>& metrics, const char* conflict,
+                    std::int64_t run_id = -1) {
+  SQLite::Statement q(db, fmt::format("INSERT OR {} INTO metrics(run_id, key, step, value, wall_time) "
+                                      "VALUES (?, ?, ?, ?, ?)",
+                                      conflict));
+  for (const auto& m : metrics) {
+    q.bind(1, run_id >= 0 ? run_id : m.run_id);
+    q.bind(2, m.key);
+    q.bind(3, m.step);
+    if (std::isfinite(m.value)) q.bind(4, m.value);
+    else q.bind(4);
+    q.bind(5, m.wall_time);
+    q.exec();
+    q.reset();
+  }
+}
+
+// Inserts key = value rows of a run into `table` (summary, provenance) inside the caller's transaction.
+void insert_key_values(SQLite::Database& db, const char* table, std::int64_t run_id,
+                       const std::map<std::string, std::string>& values, const char* conflict) {
+  SQLite::Statement q(db, fmt::format("INSERT OR {} INTO {}(run_id, key, value) VALUES (?, ?, ?)", conflict, table));
+  for (const auto& [k, v] : values) {
+    q.bind(1, run_id);
+    q.bind(2, k);
+    q.bind(3, v);
+    q.exec();
+    q.reset();
+  }
 }
 
 }  // namespace
@@ -336,14 +370,7 @@ void Store::heartbeat(const std::vector<std::int64_t>& run_ids) {
 
 void Store::finish(std::int64_t run_id, const std::map<std::string, std::string>& summary) {
   SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-  SQLite::Statement ins(*db_, "INSERT OR REPLACE INTO summary(run_id, key, value) VALUES (?, ?, ?)");
-  for (const auto& [k, v] : summary) {
-    ins.bind(1, run_id);
-    ins.bind(2, k);
-    ins.bind(3, v);
-    ins.exec();
-    ins.reset();
-  }
+  insert_key_values(*db_, "summary", run_id, summary, "REPLACE");
   SQLite::Statement q(*db_, "UPDATE runs SET status = 'finished', ended = ?, exit_code = 0, error = NULL WHERE id = ?");
   q.bind(1, utc_timestamp());
   q.bind(2, run_id);
@@ -404,17 +431,7 @@ int Store::recover_stale(double stale_after_s, const std::string& this_host) {
 void Store::add_metrics(const std::vector<Metric>& metrics) {
   if (metrics.empty()) return;
   SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-  SQLite::Statement q(*db_, "INSERT OR REPLACE INTO metrics(run_id, key, step, value, wall_time) VALUES (?, ?, ?, ?, ?)");
-  for (const auto& m : metrics) {
-    q.bind(1, m.run_id);
-    q.bind(2, m.key);
-    q.bind(3, m.step);
-    if (std::isfinite(m.value)) q.bind(4, m.value);
-    else q.bind(4);  // NaN/Inf are stored as NULL
-    q.bind(5, m.wall_time);
-    q.exec();
-    q.reset();
-  }
+  insert_metrics(*db_, metrics, "REPLACE");
   tx.commit();
 }
 
@@ -427,14 +444,7 @@ std::int64_t Store::metric_count(std::int64_t run_id) const {
 
 void Store::set_provenance(std::int64_t run_id, const std::map<std::string, std::string>& fields) {
   SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-  SQLite::Statement q(*db_, "INSERT OR REPLACE INTO provenance(run_id, key, value) VALUES (?, ?, ?)");
-  for (const auto& [k, v] : fields) {
-    q.bind(1, run_id);
-    q.bind(2, k);
-    q.bind(3, v);
-    q.exec();
-    q.reset();
-  }
+  insert_key_values(*db_, "provenance", run_id, fields, "REPLACE");
   tx.commit();
 }
 
@@ -446,6 +456,129 @@ std::map<Status, int> Store::counts(std::int64_t sweep_id) const {
   return out;
 }
 
+void Store::set_attempts(std::int64_t run_id, int attempts) {
+  SQLite::Statement q(*db_, "UPDATE runs SET attempts = ? WHERE id = ?");
+  q.bind(1, attempts);
+  q.bind(2, run_id);
+  q.exec();
+}
+
+void Store::carry_forward(std::int64_t run_id, const ResultFile& earlier, std::int64_t before_step) {
+  std::vector<Metric> before;  // the steps after it were redone by the resumed attempt
+  for (const auto& m : earlier.metrics)
+    if (m.step < before_step) before.push_back(m);
+  SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  insert_metrics(*db_, before, "IGNORE", run_id);
+  insert_key_values(*db_, "summary", run_id, earlier.summary, "IGNORE");
+  tx.commit();
+}
+
+MergeAction Store::merge_result(std::int64_t run_id, const ResultFile& result) {
+  SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  const auto here = run(run_id);
+  if (!here) throw Error(fmt::format("run store '{}': no run {}", path_.string(), run_id));
+  const auto& r = result.run;
+  if (here->status == r.status && here->attempts == r.attempts && here->ended == r.ended) return MergeAction::unchanged;
+  if (here->status == Status::finished) return MergeAction::kept_finished;
+  if (here->status == Status::running) return MergeAction::running;
+  SQLite::Statement update(*db_, "UPDATE runs SET status = ?, attempts = ?, started = ?, ended = ?, heartbeat = ?, "
+                                 "worker = ?, gpu = ?, exit_code = ?, error = ? WHERE id = ?");
+  update.bind(1, std::string(to_string(r.status)));
+  update.bind(2, r.attempts);
+  update.bind(3, r.started);
+  update.bind(4, r.ended);
+  update.bind(5, r.heartbeat);
+  update.bind(6, r.worker);
+  update.bind(7, r.gpu);
+  if (r.exit_code) update.bind(8, *r.exit_code);
+  else update.bind(8);
+  if (r.error.empty()) update.bind(9);
+  else update.bind(9, r.error);
+  update.bind(10, run_id);
+  update.exec();
+  for (const char* table : {"metrics", "summary", "provenance"}) {
+    SQLite::Statement del(*db_, fmt::format("DELETE FROM {} WHERE run_id = ?", table));
+    del.bind(1, run_id);
+    del.exec();
+  }
+  insert_key_values(*db_, "summary", run_id, result.summary, "REPLACE");
+  insert_key_values(*db_, "provenance", run_id, result.provenance, "REPLACE");
+  insert_metrics(*db_, result.metrics, "REPLACE", run_id);
+  tx.commit();
+  return MergeAction::merged;
+}
+
+void Store::export_to(const std::filesystem::path& file) const {
+  const std::string partial = file.string() + ".partial";
+  ::unlink(partial.c_str());
+  try {
+    SQLite::Statement vacuum(*db_, "VACUUM INTO ?");
+    vacuum.bind(1, partial);
+    vacuum.exec();
+    SQLite::Database copy(partial, SQLite::OPEN_READWRITE);
+    copy.exec("PRAGMA journal_mode = DELETE");
+  } catch (const SQLite::Exception& e) {
+    throw Error(fmt::format("cannot write '{}': {}", partial, e.what()));
+  }
+  const int fd = ::open(partial.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::error_code ec;
+  std::filesystem::rename(partial, file, ec);
+  if (ec) throw Error(fmt::format("cannot rename '{}' to '{}': {}", partial, file.string(), ec.message()));
+}
+
 std::string Store::integrity_check() const { return db_->execAndGet("PRAGMA integrity_check").getString(); }
+
+ResultFile read_result_file(const std::filesystem::path& file, bool with_rows) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) throw Error(fmt::format("'{}': no such file", file.string()));
+  ResultFile out;
+  try {
+    SQLite::Database db(file.string(), SQLite::OPEN_READONLY);
+    const std::string check = db.execAndGet("PRAGMA quick_check").getString();
+    if (check != "ok") throw Error(fmt::format("'{}': corrupt ({})", file.string(), check));
+    const int version = db.execAndGet("PRAGMA user_version").getInt();
+    if (version != Store::kSchemaVersion) {
+      throw Error(fmt::format("'{}': schema version {}, expected {} (an empty or truncated file, or another cab)",
+                              file.string(), version, Store::kSchemaVersion));
+    }
+    SQLite::Statement sweeps(db, "SELECT name, file_sha256 FROM sweeps");
+    int n = 0;
+    while (sweeps.executeStep()) {
+      out.sweep_name = sweeps.getColumn(0).getString();
+      out.sweep_sha256 = sweeps.getColumn(1).getString();
+      ++n;
+    }
+    SQLite::Statement runs(db, fmt::format("SELECT {} FROM runs", kRunColumns));
+    int m = 0;
+    while (runs.executeStep()) {
+      out.run = read_run(runs);
+      ++m;
+    }
+    if (n != 1 || m != 1) {
+      throw Error(fmt::format("'{}': {} sweeps and {} runs; a task's result holds one of each", file.string(), n, m));
+    }
+    if (out.run.status == Status::pending || out.run.status == Status::running) {
+      throw Error(fmt::format("'{}': its run never ended (status {}): the task was killed before it could record "
+                              "how the run ended",
+                              file.string(), to_string(out.run.status)));
+    }
+    if (!with_rows) return out;
+    out.summary = key_values(db, "summary", out.run.id);
+    out.provenance = key_values(db, "provenance", out.run.id);
+    SQLite::Statement q(db, "SELECT key, step, value, wall_time FROM metrics WHERE run_id = ?");
+    q.bind(1, out.run.id);
+    while (q.executeStep()) {
+      out.metrics.push_back({0, q.getColumn(0).getString(), q.getColumn(1).getInt64(),
+                             q.getColumn(2).isNull() ? NAN : q.getColumn(2).getDouble(), q.getColumn(3).getDouble()});
+    }
+  } catch (const SQLite::Exception& e) {
+    throw Error(fmt::format("'{}': not a complete cab result database ({})", file.string(), e.what()));
+  }
+  return out;
+}
 
 }  // namespace cab::store

@@ -89,6 +89,14 @@ std::string to_toml_document(const Params& params) {
   return out;
 }
 
+Params from_toml_document(const std::string& text, const std::string& label) {
+  Params params;
+  const auto doc = config::parse_toml(text, label);
+  for (const auto& [table, section] : doc.tables)
+    for (const auto& [key, entry] : section.entries()) params[table + "." + key] = entry.value;
+  return params;
+}
+
 std::vector<std::string> varied_keys(const std::vector<RunSpec>& runs) {
   std::vector<std::string> out;
   if (runs.empty()) return out;

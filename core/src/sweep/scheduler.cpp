@@ -20,7 +20,6 @@
 #include <optional>
 #include <sstream>
 
-#include "cab/config/toml_reader.h"
 #include "cab/sweep/expand.h"
 #include "cab/sweep/sweep_file.h"
 
@@ -32,8 +31,17 @@ using store::Status;
 
 namespace {
 
-volatile std::sig_atomic_t g_stop = 0;
-void on_stop_signal(int) { g_stop = 1; }
+volatile std::sig_atomic_t g_stop = 0;  // the signal that stops the sweep, 0 while none came
+void on_stop_signal(int sig) { g_stop = sig; }
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT (Ctrl-C)";
+    case SIGTERM: return "SIGTERM";
+    case SIGUSR1: return "SIGUSR1";
+    default: return fmt::format("signal {}", sig);
+  }
+}
 
 struct Active {
   store::RunRecord run;
@@ -94,9 +102,10 @@ class Host {
     struct sigaction action {};
     action.sa_handler = on_stop_signal;
     sigemptyset(&action.sa_mask);
-    struct sigaction old_int {}, old_term {}, old_pipe {};
+    struct sigaction old_int {}, old_term {}, old_usr1 {}, old_pipe {};
     sigaction(SIGINT, &action, &old_int);
     sigaction(SIGTERM, &action, &old_term);
+    sigaction(SIGUSR1, &action, &old_usr1);  // Slurm's warning before a time limit (--signal=B:USR1@...)
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &ignore, &old_pipe);
@@ -105,6 +114,7 @@ class Host {
     bool exhausted = false;
     while (true) {
       if (g_stop) {
+        stop_signal_ = g_stop;
         stop_all();
         outcome_.interrupted = true;
         break;
@@ -126,6 +136,7 @@ class Host {
     if (options_.interactive) progress_ << "\n";
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);
+    sigaction(SIGUSR1, &old_usr1, nullptr);
     sigaction(SIGPIPE, &old_pipe, nullptr);
     return outcome_;
   }
@@ -318,7 +329,7 @@ class Host {
     flush_metrics();
     if (!a.provenance.empty()) store_.set_provenance(a.run.id, a.provenance);
     const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (clean_exit && a.done && !stopping_) {
+    if (clean_exit && a.done) {  // even while stopping: a run that completed is finished
       a.summary["host_wall_s"] = fmt::format("{:.3f}", store::unix_time() - a.started);
       store_.finish(a.run.id, a.summary);
       ++outcome_.finished;
@@ -331,7 +342,12 @@ class Host {
     if (a.timed_out) {
       reason = fmt::format("timed out after {:.0f} s (per-run limit)", options_.timeout_s);
     } else if (stopping_) {
-      reason = "interrupted: the sweep was stopped (Ctrl-C or SIGTERM); it resumes on the next start";
+      reason = fmt::format("interrupted: the sweep was stopped by {}{}; it resumes on the next start",
+                           signal_name(stop_signal_),
+                           WIFEXITED(status) && WEXITSTATUS(status) == kWorkerStopped ? " after a checkpoint" : "");
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == kWorkerStopped) {
+      reason = "stopped by a signal to the worker; it resumes on the next start";
+      if (!a.last_error.empty()) reason += " (" + a.last_error + ")";
     } else if (WIFSIGNALED(status)) {
       const int sig = WTERMSIG(status);
       reason = fmt::format("crashed: {} (signal {})", strsignal(sig), sig);
@@ -349,7 +365,8 @@ class Host {
       reason = fmt::format("{} (exit code {}){}{}", kind, c, detail.empty() ? "" : ": ", detail);
     }
     reason += fmt::format(" [log: {}]", a.log.string());
-    const Status final_status = stopping_ && !a.timed_out ? Status::killed : Status::failed;
+    const bool resumable = (stopping_ || (WIFEXITED(status) && WEXITSTATUS(status) == kWorkerStopped)) && !a.timed_out;
+    const Status final_status = resumable ? Status::killed : Status::failed;
     store_.end(a.run.id, final_status, reason, code);
     (final_status == Status::killed ? outcome_.killed : outcome_.failed) += 1;
     say(fmt::format("run {} {}: {}", a.run.id, store::to_string(final_status), reason));
@@ -409,7 +426,7 @@ class Host {
     stopping_ = true;
     say("stopping: terminating the running workers");
     for (auto& a : active_) kill(a.pid, SIGTERM);
-    const double deadline = store::unix_time() + 5;
+    const double deadline = store::unix_time() + options_.stop_grace_s;
     while (!active_.empty() && store::unix_time() < deadline) {
       pump(0.1);
       reap();
@@ -439,6 +456,7 @@ class Host {
   int total_ = 0;
   int done_at_start_ = -1;
   bool stopping_ = false;
+  int stop_signal_ = 0;
   double last_flush_ = 0, last_heartbeat_ = 0, last_progress_ = 0;
 };
 
@@ -469,36 +487,31 @@ bool matches(const std::map<std::string, std::string>& params,
 
 std::string resolve_references(const std::string& config_toml, const store::Store& store) {
   if (config_toml.find("\"@ref:") == std::string::npos) return config_toml;
-  const auto doc = config::parse_toml(config_toml, "<run config>");
-  Params flat;
-  for (const auto& [table, section] : doc.tables) {
-    for (const auto& [key, entry] : section.entries()) {
-      config::Value value = entry.value;
-      if (auto ref = parse_reference(value, entry.location)) {
-        const auto sweep = store.find_sweep(ref->sweep);
-        if (!sweep) throw Error(fmt::format("{}.{}: reference {}: no sweep '{}' in the store", table, key, ref->str(), ref->sweep));
-        std::vector<store::RunRecord> hits;
-        for (const auto& r : store.runs(sweep->id))
-          if (matches(store.params(r.id), ref->filter)) hits.push_back(r);
-        if (hits.size() != 1) {
-          throw Error(fmt::format("{}.{}: reference {} matches {} runs of sweep '{}'; it must match exactly one", table,
-                                  key, ref->str(), hits.size(), ref->sweep));
-        }
-        if (hits[0].status != Status::finished) {
-          throw Error(fmt::format("{}.{}: reference {}: run {} of sweep '{}' is {}, not finished; finish that sweep "
-                                  "first, then rerun this one with --retry-failed",
-                                  table, key, ref->str(), hits[0].id, ref->sweep, store::to_string(hits[0].status)));
-        }
-        const auto summary = store.summary(hits[0].id);
-        auto it = summary.find(ref->artifact);
-        if (it == summary.end()) {
-          throw Error(fmt::format("{}.{}: reference {}: run {} recorded no '{}'", table, key, ref->str(), hits[0].id,
-                                  ref->artifact));
-        }
-        value = it->second;
-      }
-      flat[table + "." + key] = value;
+  Params flat = from_toml_document(config_toml, "<run config>");
+  for (auto& [key, value] : flat) {
+    const auto ref = parse_reference(value, {"<run config>", 0, 0});
+    if (!ref) continue;
+    const auto sweep = store.find_sweep(ref->sweep);
+    if (!sweep) throw Error(fmt::format("{}: reference {}: no sweep '{}' in the store", key, ref->str(), ref->sweep));
+    std::vector<store::RunRecord> hits;
+    for (const auto& r : store.runs(sweep->id))
+      if (matches(store.params(r.id), ref->filter)) hits.push_back(r);
+    if (hits.size() != 1) {
+      throw Error(fmt::format("{}: reference {} matches {} runs of sweep '{}'; it must match exactly one", key,
+                              ref->str(), hits.size(), ref->sweep));
     }
+    if (hits[0].status != Status::finished) {
+      throw Error(fmt::format("{}: reference {}: run {} of sweep '{}' is {}, not finished; finish that sweep "
+                              "first, then rerun this one with --retry-failed",
+                              key, ref->str(), hits[0].id, ref->sweep, store::to_string(hits[0].status)));
+    }
+    const auto summary = store.summary(hits[0].id);
+    auto it = summary.find(ref->artifact);
+    if (it == summary.end()) {
+      throw Error(fmt::format("{}: reference {}: run {} recorded no '{}'", key, ref->str(), hits[0].id,
+                              ref->artifact));
+    }
+    value = it->second;
   }
   return to_toml_document(flat);
 }

@@ -12,6 +12,7 @@
 #include "../config/toml_convert.h"
 #include "cab/config/toml_reader.h"
 #include "cab/plugin/kind.h"
+#include "cab/sweep/slurm.h"
 #include "cab/util/did_you_mean.h"
 #include "cab/util/error.h"
 #include "cab/util/hash.h"
@@ -141,7 +142,7 @@ SweepFile parse_sweep(std::string_view text, const std::string& path) {
   sweep.text = std::string(text);
   sweep.sha256 = sha256_hex(text);
 
-  const std::vector<std::string> known = {"sweep", "base", "grid", "zip", "exclude", "include"};
+  const std::vector<std::string> known = {"sweep", "base", "grid", "zip", "exclude", "include", "slurm"};
   for (const auto& [k, node] : root) {
     const std::string key(k.str());
     if (std::find(known.begin(), known.end(), key) == known.end()) {
@@ -255,6 +256,24 @@ SweepFile parse_sweep(std::string_view text, const std::string& path) {
                                     sweep.seeds_location.str()));
     }
   }
+  config::Section slurm("slurm", {path, 0, 0});
+  if (auto node = root["slurm"]; node) {
+    const auto* table = node.as_table();
+    const Location at = config::detail::where(node.node()->source(), path);
+    if (!table) throw ConfigError(fmt::format("{}: [slurm] must be a table of settings such as gpus = 1", at.str()));
+    slurm = config::Section("slurm", at);
+    for (const auto& [k, value] : *table) {
+      const std::string key(k.str());
+      const Location loc = config::detail::where(k.source(), path);
+      if (value.is_table()) {
+        throw ConfigError(fmt::format("{}: [slurm] {}: expected a value, not a table", loc.str(), key));
+      }
+      slurm.set(key, config::detail::convert(value, loc, "slurm." + key), loc);
+    }
+  }
+  sweep.slurm = slurm_schema().validate(slurm);
+  slurm_options(sweep.slurm);  // formats and limits, checked where they were written
+
   check_references(sweep.base);
   for (const auto& axis : sweep.grid)
     for (const auto& v : axis.values) parse_reference(v, axis.location);

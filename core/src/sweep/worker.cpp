@@ -4,6 +4,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 
@@ -56,10 +58,20 @@ void report_provenance(const config::RunConfig& config, const plugin::Registry& 
   }
 }
 
+std::atomic<bool> g_stop_requested{false};
+void on_stop_signal(int) { g_stop_requested = true; }
+
 }  // namespace
 
-int run_worker(const std::string& config_text, const plugin::Registry& registry, int report_fd) {
+int run_worker(const std::string& config_text, const plugin::Registry& registry, int report_fd,
+               bool checkpoint_on_signal) {
   Reporter reporter(report_fd);
+  if (checkpoint_on_signal) {  // SIGTERM/SIGUSR1: finish the current step, save a checkpoint, exit as stopped
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    for (int sig : {SIGTERM, SIGUSR1, SIGINT}) sigaction(sig, &action, nullptr);
+  }
   try {
     const auto config = config::parse_run_config(config::parse_toml(config_text, "<run config>"), registry);
     report_provenance(config, registry, reporter);
@@ -70,7 +82,12 @@ int run_worker(const std::string& config_text, const plugin::Registry& registry,
       options.run_dir = dir;
       reporter.provenance("run_dir", dir);
     }
-    train::train(config, registry, reporter, options);
+    if (checkpoint_on_signal) options.stop_requested = &g_stop_requested;
+    if (train::train(config, registry, reporter, options).stopped) {
+      reporter.error(options.run_dir.empty() ? "stopped by a signal (no run folder: no checkpoint saved)"
+                                             : "stopped by a signal after saving a checkpoint");
+      return kWorkerStopped;
+    }
     reporter.done();
     return kWorkerOk;
   } catch (const train::NonFiniteLoss& e) {

@@ -50,6 +50,23 @@ struct CAB_API Metric {
   double wall_time;  ///< seconds since the run started
 };
 
+/// One task's result database (`cab-sweep run-one` on a cluster node): the same schema as the main store,
+/// holding one sweep and one run that has ended.
+struct CAB_API ResultFile {
+  std::string sweep_name, sweep_sha256;
+  RunRecord run;
+  std::map<std::string, std::string> summary, provenance;
+  std::vector<Metric> metrics;  ///< run_id 0
+};
+
+/// What merge_result did with a result.
+enum class MergeAction {
+  merged,         ///< the run now holds the result
+  unchanged,      ///< the run already held this very result (collecting twice)
+  kept_finished,  ///< the run had finished already; an unfinished or other result does not replace it
+  running,        ///< the run is running under a local host; left alone
+};
+
 /// What freeze_sweep did.
 struct CAB_API FreezeResult {
   std::int64_t sweep_id = 0;
@@ -100,6 +117,17 @@ class CAB_API Store {
 
   /// Inserts metrics in one transaction (a repeated (run, key, step) replaces the earlier value).
   void add_metrics(const std::vector<Metric>& metrics);
+  /// Sets how many attempts a run has had (a task's fresh store continues the count of earlier tasks).
+  void set_attempts(std::int64_t run_id, int attempts);
+  /// After an attempt that resumed from a checkpoint at `before_step`: adds the earlier attempt's metrics of
+  /// the steps before it and the summary values this run lacks (e.g. the teacher's accuracy, measured once).
+  void carry_forward(std::int64_t run_id, const ResultFile& earlier, std::int64_t before_step);
+  /// Puts a task's result into run `run_id` (the same config hash): status, attempts, times, worker, error,
+  /// metrics, summary and provenance. Idempotent: the same result again changes nothing.
+  MergeAction merge_result(std::int64_t run_id, const ResultFile& result);
+  /// Writes a compact, self-contained copy (rollback journal, no -wal file) to `file`, atomically: it is
+  /// written as FILE.partial and renamed, so `file` is never seen half written.
+  void export_to(const std::filesystem::path& file) const;
   std::int64_t metric_count(std::int64_t run_id) const;
   void set_provenance(std::int64_t run_id, const std::map<std::string, std::string>& fields);
   std::map<std::string, std::string> provenance(std::int64_t run_id) const;
@@ -115,6 +143,11 @@ class CAB_API Store {
   std::filesystem::path path_;
   std::unique_ptr<SQLite::Database> db_;
 };
+
+/// Reads a task's result database, read-only. Throws cab::Error saying why it is not a complete result:
+/// unreadable, truncated or corrupt, another schema version, not one sweep with one run, or a run that never
+/// ended (its task was killed while running). `with_rows = false` reads the sweep and run records only.
+CAB_API ResultFile read_result_file(const std::filesystem::path& file, bool with_rows = true);
 
 /// Seconds since the epoch, as a double.
 CAB_API double unix_time();

@@ -37,6 +37,8 @@ CAB_API Params flatten(const config::RunConfig& config);
 CAB_API std::string canonical_text(const Params& params);
 /// TOML text of flat parameters, one table per prefix — what a worker parses as its run config.
 CAB_API std::string to_toml_document(const Params& params);
+/// The flat parameters of such a TOML document (its inverse); syntax errors name `label`.
+CAB_API Params from_toml_document(const std::string& text, const std::string& label);
 /// The keys whose values differ between runs (for compact listings).
 CAB_API std::vector<std::string> varied_keys(const std::vector<RunSpec>& runs);
 

@@ -23,11 +23,14 @@ enum WorkerExit : int {
   kWorkerPlugin = 3,      ///< a plugin could not be loaded or created
   kWorkerOutOfMemory = 5, ///< CUDA (or host) out of memory
   kWorkerNonFinite = 6,   ///< NaN/Inf loss
+  kWorkerStopped = 7,     ///< stopped by SIGTERM/SIGUSR1 after saving a checkpoint (resumable)
 };
 
 /// The body of a worker process: parses the run config text, trains, reports through `report_fd`.
-/// Returns the process's exit code.
-CAB_API int run_worker(const std::string& config_text, const plugin::Registry& registry, int report_fd);
+/// With `checkpoint_on_signal`, SIGTERM, SIGUSR1 and SIGINT end the run after the current step with a
+/// checkpoint in CAB_RUN_DIR (exit code kWorkerStopped) instead of killing it. Returns the exit code.
+CAB_API int run_worker(const std::string& config_text, const plugin::Registry& registry, int report_fd,
+                       bool checkpoint_on_signal = false);
 
 struct CAB_API SchedulerOptions {
   std::vector<std::string> gpus;  ///< one worker per GPU (CUDA_VISIBLE_DEVICES); empty: CPU workers
@@ -40,6 +43,7 @@ struct CAB_API SchedulerOptions {
   std::filesystem::path run_dir;              ///< per run a folder <run_dir>/<config_hash> (CAB_RUN_DIR)
   std::vector<std::pair<std::string, std::string>> filters;  ///< key = value (TOML text); others are skipped
   bool interactive = false;                   ///< redraw one progress line (terminal) instead of plain lines
+  double stop_grace_s = 5;  ///< when stopping, seconds a worker gets after SIGTERM before SIGKILL
 };
 
 struct CAB_API SweepOutcome {
@@ -47,8 +51,8 @@ struct CAB_API SweepOutcome {
   bool interrupted = false;  ///< stopped by SIGINT/SIGTERM
 };
 
-/// Runs every claimable run of the sweep. SIGINT/SIGTERM stop it cleanly: workers are terminated and their
-/// runs marked killed (resumable).
+/// Runs every claimable run of the sweep. SIGINT/SIGTERM/SIGUSR1 stop it cleanly: workers are terminated and
+/// their runs marked killed (resumable).
 CAB_API SweepOutcome run_sweep(store::Store& store, std::int64_t sweep_id, const SchedulerOptions& options,
                                std::ostream& progress);
 

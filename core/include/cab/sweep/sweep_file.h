@@ -1,5 +1,6 @@
 // Sweep files: [sweep] name and seeds, [base] defaults, [grid] axes (cartesian product), [[zip]] paired
-// axes, [[exclude]] / [[include]] rules, and "@ref:" references to other sweeps' outputs.
+// axes, [[exclude]] / [[include]] rules, "@ref:" references to other sweeps' outputs, and [slurm] settings
+// for running it as a Slurm job array (cab/sweep/slurm.h).
 // Keys are dotted "table.key" (run config tables: run, train, teacher, student, bridge, alignment, method,
 // dataset), written either quoted ("train.lr" = ...) or as TOML dotted keys / sub-tables.
 #pragma once
@@ -12,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "cab/config/section.h"
 #include "cab/config/value.h"
 #include "cab/export.h"
 
@@ -56,6 +58,7 @@ struct CAB_API SweepFile {
   std::vector<ZipGroup> zips;
   std::vector<Rule> excludes;
   std::vector<Rule> includes;
+  config::Section slurm;  ///< [slurm]: job-array settings for --emit slurm, validated, defaults filled
 };
 
 /// Parses and checks the structure (tables, key shapes, lists, duplicate axes, zip lengths, reference
