@@ -32,18 +32,19 @@ TEST(Definitions, ShippedOnesParseInReportOrder) {
   const auto defs = cab::report::load_definitions({kTables});
   std::vector<std::string> ids;
   for (const auto& d : defs) ids.push_back(d.id);
-  EXPECT_EQ(ids, (std::vector<std::string>{"table3", "table4", "table5", "efficiency", "failed", "figure2",
-                                           "learning_curves", "efficiency_bars", "figure3"}));
+  EXPECT_EQ(ids, (std::vector<std::string>{"table3", "table4", "table5", "cab_variants", "efficiency", "failed",
+                                           "figure2", "learning_curves", "efficiency_bars", "figure3"}));
   EXPECT_EQ(defs[0].kind, Kind::table);
   EXPECT_EQ(defs[0].rows.keys.size(), 2u);
   EXPECT_EQ(defs[0].value.metric.front().key, "top1");
   EXPECT_EQ(defs[2].rows.entries.size(), 7u);  // Table 5's seven ablation rows
-  EXPECT_EQ(defs[4].kind, Kind::runs);
-  EXPECT_EQ(defs[5].kind, Kind::line);
-  EXPECT_EQ(defs[6].kind, Kind::steps);
-  EXPECT_EQ(defs[7].kind, Kind::bars);
-  EXPECT_EQ(defs[8].value.metric.front().key, "attn_similarity");
-  EXPECT_TRUE(defs[8].value.metric.front().series);
+  EXPECT_EQ(defs[3].rows.entries.size(), 3u);  // CAB variants: gradient to the student or not, early stop
+  EXPECT_EQ(defs[5].kind, Kind::runs);
+  EXPECT_EQ(defs[6].kind, Kind::line);
+  EXPECT_EQ(defs[7].kind, Kind::steps);
+  EXPECT_EQ(defs[8].kind, Kind::bars);
+  EXPECT_EQ(defs[9].value.metric.front().key, "attn_similarity");
+  EXPECT_TRUE(defs[9].value.metric.front().series);
 }
 
 TEST(Definitions, ErrorsNameTheLineAndSuggest) {
@@ -97,7 +98,7 @@ TEST_F(DefinitionTest, AnEarlierDirectoryOverridesAShippedId) {
   write("table3.toml", "[table]\ntitle = \"My Table 3\"\n[value]\nmetric = \"best_top1\"\n[[row_key]]\nkey = \"method.name\"\n");
   write("notes.txt", "not a definition");
   const auto defs = cab::report::load_definitions({dir_, kTables, dir_ / "missing"});
-  ASSERT_EQ(defs.size(), 9u);
+  ASSERT_EQ(defs.size(), 10u);
   const auto& t3 = *std::find_if(defs.begin(), defs.end(), [](const Definition& d) { return d.id == "table3"; });
   EXPECT_EQ(t3.title, "My Table 3");
   EXPECT_EQ(t3.file, (dir_ / "table3.toml").string());

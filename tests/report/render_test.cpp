@@ -201,7 +201,7 @@ TEST_F(RenderTest, HtmlReportIsSelfContained) {
 TEST_F(RenderTest, WriteAllWritesEveryFormat) {
   const cab::report::Report report(*data_, definitions_);
   const auto files = report.write_all(dir_ / "out");
-  EXPECT_EQ(files.size(), 5u * 4 + 4u * 3 + 2);
+  EXPECT_EQ(files.size(), 6u * 4 + 4u * 3 + 2);  // 6 tables in 4 formats, 4 figures in 3, report.{html,md}
   for (const char* name : {"table3.md", "table3.tex", "table3.csv", "table3.json", "failed.md", "figure2.svg",
                            "figure2.json", "figure2.csv", "report.html", "report.md"})
     EXPECT_TRUE(std::filesystem::is_regular_file(dir_ / "out" / name)) << name;
@@ -219,7 +219,7 @@ TEST_F(RenderTest, UnknownTablesAndFormatsAreClearErrors) {
   } catch (const cab::report::ReportError& e) {
     EXPECT_EQ(std::string(e.what()),
               "unknown table 'tabel3' (did you mean 'table3'?); the defined tables and figures are: table3, table4, "
-              "table5, efficiency, failed, figure2, learning_curves, efficiency_bars, figure3 (cab-report list)");
+              "table5, cab_variants, efficiency, failed, figure2, learning_curves, efficiency_bars, figure3 (cab-report list)");
   }
   EXPECT_THROW(report.render("table3", cab::report::Format::svg), cab::report::ReportError);
   EXPECT_EQ(report.render("figure2", cab::report::Format::svg).rfind("<svg", 0), 0u);

@@ -119,7 +119,7 @@ TEST_F(ReportBrowserTest, BrowserLaysOutTablesAndDrawsThePlots) {
   std::map<std::string, nlohmann::json> tables, figures;
   for (const auto& t : probe["tables"]) tables[t["id"]] = t;
   for (const auto& f : probe["figures"]) figures[f["id"]] = f;
-  ASSERT_EQ(tables.size(), 5u) << probe.dump(2);
+  ASSERT_EQ(tables.size(), 6u) << probe.dump(2);
   EXPECT_EQ(tables["table3"]["rows"], 4);  // Vanilla, Soft KD, MOHAWK-style, CAB under vit → vim
   EXPECT_EQ(tables["table5"]["rows"], 7);
   EXPECT_EQ(tables["failed"]["rows"], 1);

@@ -90,7 +90,7 @@ TEST_F(ReportCliTest, AllWritesTheReportAndLeavesTheDatabaseAsItWas) {
   const auto dir = dir_ / "report";
   auto r = run_command(report("all --out-dir " + dir.string()));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  expect_contains(r.output, "cab-report: wrote 34 files to " + dir.string());
+  expect_contains(r.output, "cab-report: wrote 38 files to " + dir.string());
   for (const char* name : {"report.html", "report.md", "table3.md", "table4.tex", "table5.csv", "efficiency.json",
                            "failed.md", "figure2.svg", "learning_curves.svg", "efficiency_bars.svg", "figure3.svg"})
     EXPECT_TRUE(std::filesystem::is_regular_file(dir / name)) << name;

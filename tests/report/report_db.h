@@ -84,6 +84,7 @@ inline sweep::Params distill_params(const std::string& method, double fraction, 
   p["train.steps"] = std::int64_t{150};
   p["train.batch_size"] = std::int64_t{64};
   p["train.lr"] = 2e-3;
+  if (method == "cab") p["method.lambda_schedule"] = std::string("constant");
   return p;
 }
 

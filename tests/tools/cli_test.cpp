@@ -28,7 +28,7 @@ TEST_F(CliTest, HelpAndVersion) {
   EXPECT_EQ(version.exit_code, 0);
   expect_contains(version.output, "cab-sweep 0.1.0");
   expect_contains(version.output, "LibTorch 2.11.0");
-  expect_contains(version.output, "plugin API 1");
+  expect_contains(version.output, "plugin API 2");
   EXPECT_EQ(run_command(kReport + " --version").exit_code, 0);
   EXPECT_EQ(run_command(kReport + " --help").exit_code, 0);
 }
@@ -59,7 +59,7 @@ TEST_F(CliTest, BrokenPluginFilesAreReportedAndTheRestStillLoads) {
   // An explicitly named file must load: its error is fatal with exit code 3.
   auto explicit_bad = run_command(kSweep + " --plugin-path " + fixtures + "/wrong-api/cab-fixture-wrong-api.so --list-plugins");
   EXPECT_EQ(explicit_bad.exit_code, 3);
-  expect_contains(explicit_bad.output, "got 99, expected 1");
+  expect_contains(explicit_bad.output, "got 99, expected 2");
 }
 
 TEST_F(CliTest, CheckPrintsTheResolvedConfig) {

@@ -46,7 +46,13 @@ class MethodsTest : public ::testing::Test {
   std::shared_ptr<cab::Method> method(const std::string& name, cab::config::Section o,
                                       std::shared_ptr<cab::Alignment> align = nullptr, int64_t steps = 100) {
     auto m = registry_.create_as<cab::Method>(Kind::method, name, o);
-    m->setup({teacher_, student_, align, steps, 10});
+    cab::MethodContext context;
+    context.teacher = teacher_;
+    context.student = student_;
+    context.alignment = std::move(align);
+    context.total_steps = steps;
+    context.steps_per_epoch = 10;
+    m->setup(context);
     return m;
   }
   cab::plugin::Registry registry_;

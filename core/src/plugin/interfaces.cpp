@@ -24,6 +24,16 @@ InitReport Student::init_from_teacher(const RoleWeights& /*teacher*/, const std:
   throw Error(fmt::format("student '{}' cannot be initialized from a teacher (init = \"from-teacher\")", name()));
 }
 
+at::Tensor Student::forward_layer(int /*layer*/, const at::Tensor& /*hidden*/, const TapRequest& /*taps*/,
+                                  Taps& /*out*/) {
+  throw Error(fmt::format("student '{}' cannot run a single layer (forward_layer), which this method needs", name()));
+}
+
+LayerModules Student::layer_modules(int /*layer*/) {
+  throw Error(fmt::format("student '{}' does not expose its layers' modules (layer_modules), which this method needs",
+                          name()));
+}
+
 std::string InitReport::str() const {
   return fmt::format("copied {} tensors, partially {} [{}], skipped {} [{}]", copied.size(), partial.size(),
                      join(partial, ", "), skipped.size(), join(skipped, ", "));

@@ -27,11 +27,12 @@
 #include <sstream>
 
 #include "cab/io/safetensors.h"
+#include "cab/plugin/distill.h"
 #include "cab/plugin/layer_map.h"
 #include "cab/plugin/model.h"
 #include "cab/plugin/objective.h"
 #include "cab/util/hash.h"
-#include "device_memory.h"
+#include "cab/train/device_memory.h"
 
 namespace cab::train {
 
@@ -198,9 +199,7 @@ std::vector<double> attention_similarity(Teacher& teacher, Student& student, con
     if (so.taps.contains(bwd)) m = (m + implicit(so.taps.at(bwd)).flip({-2, -1})) / 2;
     at::Tensor a = to.taps.at({std::string(tap::kAttention), t_layers[i]}).to(at::kFloat).mean(1);  // [b, L, L]
     if (a.size(-1) != m.size(-1)) continue;  // different token counts: not comparable
-    const auto order = token_order(m.size(-1), student.shape().cls_index, teacher.shape().cls_index);
-    const at::Tensor idx = at::tensor(order, at::TensorOptions(at::kLong)).to(a.device());
-    a = a.index_select(1, idx).index_select(2, idx);
+    a = distill::in_student_order(a, {1, 2}, student, teacher);
     out[static_cast<std::size_t>(l)] =
         at::cosine_similarity(m.flatten(1), a.to(m.device()).flatten(1), 1).mean().item<double>();
   }
@@ -380,7 +379,20 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   if (steps == 0) steps = std::max<std::int64_t>(1, std::llround(config.train.number("epochs") * steps_per_epoch));
   reporter.provenance("total_steps", std::to_string(steps));
 
-  method->setup(MethodContext{teacher, student, alignment, steps, steps_per_epoch});
+  MethodContext method_context;
+  method_context.teacher = teacher;
+  method_context.student = student;
+  method_context.alignment = alignment;
+  method_context.total_steps = steps;
+  method_context.steps_per_epoch = steps_per_epoch;
+  method_context.batch_size = batch_size;
+  if (labels.empty()) {  // token ids: one example's length
+    method_context.tokens_per_example = dataset->get(Split::train, {subset.front()}).inputs.numel();
+  } else {
+    method_context.tokens_per_example = (student ? static_cast<Model&>(*student) : static_cast<Model&>(*teacher)).shape().seq_len;
+  }
+  method_context.record = [&reporter](const std::string& key, const std::string& value) { reporter.provenance(key, value); };
+  method->setup(method_context);
   method->to(device);
 
   // ---- optimizer: AdamW, two groups (with / without weight decay) ----
@@ -471,6 +483,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     return indices;
   };
   std::future<Batch> prefetched;
+  std::string stage, stages;  // the current stage; "name@first step" of each stage this process ran
   trained.train();
   reset_peak_memory();
   for (; state.step < steps; ++state.step) {
@@ -480,17 +493,25 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
       break;
     }
     const auto t0 = std::chrono::steady_clock::now();
+    // A stop request (the worker's SIGTERM/SIGUSR1) ends the run after this step, with a checkpoint.
+    const bool stop_now = options.stop_requested && options.stop_requested->load();
     // The batch: prefetched on a background thread during the previous step (decoding overlaps compute),
     // except right after a checkpoint, which must not contain a batch that was drawn but not trained on.
     Batch batch = prefetched.valid() ? prefetched.get() : dataset->get(Split::train, next_indices(state));
-    const bool checkpoint_next = !options.run_dir.empty() && checkpoint_every > 0 && (step + 1) % checkpoint_every == 0;
+    const bool checkpoint_next =
+        stop_now || (!options.run_dir.empty() && checkpoint_every > 0 && (step + 1) % checkpoint_every == 0);
     if (step + 1 < steps && !checkpoint_next && !(options.stop_after > 0 && ran + 1 == options.stop_after))
       prefetched = std::async(std::launch::async, [&dataset, indices = next_indices(state)] {
         return dataset->get(Split::train, indices);
       });
     batch.inputs = batch.inputs.to(device);
     batch.targets = batch.targets.to(device);
-    const double rate = learning_rate(schedule, lr, min_lr, warmup, steps, step);
+    const double rate = learning_rate(schedule, lr, min_lr, warmup, steps, step) * method->lr_scale(step);
+    if (std::string name = method->stage(step); name != stage) {  // the stage a step belongs to, at each change
+      if (name != "main") reporter.metric(step, "stage/" + name, static_cast<double>(step));
+      stages += (stages.empty() ? "" : ",") + name + "@" + std::to_string(step);
+      stage = std::move(name);
+    }
     for (auto& group : optimizer.param_groups()) group.options().set_lr(rate);
     optimizer.zero_grad();
     LossTerms loss;
@@ -500,7 +521,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     }
     const double value = loss.total.item<double>();
     if (!std::isfinite(value)) throw NonFiniteLoss(step, value);
-    loss.total.backward();
+    if (!loss.backpropagated) loss.total.backward();
     if (clip > 0) {
       const double norm = torch::nn::utils::clip_grad_norm_(params, clip);
       reporter.metric(step, "grad_norm", norm);
@@ -525,12 +546,17 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     ++ran;
     const bool last = step + 1 == steps;
     if (eval_every > 0 && (step + 1) % eval_every == 0 && !last) run_eval(step + 1);
-    if (!options.run_dir.empty() && checkpoint_every > 0 && (step + 1) % checkpoint_every == 0 && !last) {
+    if (!options.run_dir.empty() && checkpoint_next && !last) {
       state.step = step + 1;
       state.wall_before += reporter.elapsed();
       save_checkpoint(options.run_dir, trainable, ema, optimizer, state, *dataset);
       state.wall_before -= reporter.elapsed();
       state.step = step;
+    }
+    if (stop_now && !last) {
+      result.stopped = true;
+      state.step = step + 1;
+      break;
     }
   }
   result.steps = state.step;
@@ -541,6 +567,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   result.eval_top1 = final_eval.top1;
   result.eval_ppl = final_eval.ppl;
   result.wall_s = state.wall_before + reporter.elapsed();
+  if (!stages.empty() && stages.find(',') != std::string::npos) reporter.summary("stages", stages);
   reporter.summary("final_loss", fmt::format("{:.9g}", result.final_loss));
   reporter.summary("steps", std::to_string(result.steps));
   reporter.summary("wall_s", fmt::format("{:.3f}", result.wall_s));

@@ -17,22 +17,15 @@
 #include <cab/config/schema.h>
 #include <cab/config/section.h>
 #include <cab/plugin/abi.h>
+#include <cab/plugin/distill.h>
 #include <cab/plugin/objective.h>
 #include <cab/util/error.h>
 
 namespace {
 
-at::Tensor rows(const at::Tensor& logits) { return logits.to(at::kFloat).reshape({-1, logits.size(-1)}); }
-
-at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
-  return at::cross_entropy_loss(rows(logits), targets.reshape({-1}));
-}
-
-/// τ²·KL(p_teacher ‖ p_student) at temperature τ, averaged over rows (the Hinton et al. scaling).
-at::Tensor soft_kd(const at::Tensor& student, const at::Tensor& teacher, double tau) {
-  const at::Tensor s = at::log_softmax(rows(student) / tau, -1), t = at::log_softmax(rows(teacher) / tau, -1);
-  return (t.exp() * (t - s)).sum(-1).mean() * (tau * tau);
-}
+using cab::distill::cross_entropy;
+using cab::distill::logit_rows;
+using cab::distill::soft_kd;
 
 enum class Objective { vanilla, soft, hard, cab, teacher };
 
@@ -100,7 +93,7 @@ class KdMethod final : public cab::Method {
     }
     at::Tensor kd;
     if (objective_ == Objective::hard) {
-      kd = cross_entropy(s.logits, rows(t.logits).argmax(-1));
+      kd = cross_entropy(s.logits, logit_rows(t.logits).argmax(-1));
     } else {
       kd = soft_kd(s.logits, t.logits, tau_);
     }

@@ -164,7 +164,9 @@ at::Tensor SsmBranch::forward(const at::Tensor& x, const at::Tensor& z, const ca
   put(cab::tap::kC, [&] { return C; });
   put(cab::tap::kDelta, [&] { return at::softplus(in.delta).transpose(1, 2); });
   put(cab::tap::kMixing, [&] { return cab::kernels::mixing_matrix(in); });
-  return cab::kernels::scan(in).y;  // [b, d_inner, L]
+  at::Tensor y = cab::kernels::scan(in).y;  // [b, d_inner, L]
+  put(cab::tap::kScanOutput, [&] { return y.transpose(1, 2); });
+  return y;
 }
 
 MixerImpl::MixerImpl(const Mamba1Config& c) : c_(c) {
@@ -259,9 +261,26 @@ void init_layers_from_teacher(const torch::nn::ModuleList& layers, const cab::Ro
 }
 
 std::vector<std::string> Mamba1Student::tap_names() const {
-  return {std::string(cab::tap::kX),     std::string(cab::tap::kB),      std::string(cab::tap::kC),
-          std::string(cab::tap::kDelta), std::string(cab::tap::kMixing), std::string(cab::tap::kHiddenIn),
-          std::string(cab::tap::kHiddenOut)};
+  return {std::string(cab::tap::kX),        std::string(cab::tap::kB),        std::string(cab::tap::kC),
+          std::string(cab::tap::kDelta),    std::string(cab::tap::kMixing),   std::string(cab::tap::kScanOutput),
+          std::string(cab::tap::kHiddenIn), std::string(cab::tap::kHiddenOut)};
+}
+
+BlockImpl& Mamba1Student::block(int layer) const {
+  const torch::nn::ModuleList& list = layer_list();
+  if (layer < 0 || static_cast<size_t>(layer) >= list->size())
+    throw cab::Error(fmt::format("{}: layer {} out of range [0, {})", name(), layer, list->size()));
+  return *list->ptr(static_cast<size_t>(layer))->as<BlockImpl>();
+}
+
+at::Tensor Mamba1Student::forward_layer(int layer, const at::Tensor& hidden, const cab::TapRequest& taps, cab::Taps& out) {
+  taps.check(tap_names(), static_cast<int>(stack_.n_layer), name());
+  return block(layer).forward(hidden, taps, layer, out);
+}
+
+cab::LayerModules Mamba1Student::layer_modules(int layer) {
+  BlockImpl& b = block(layer);
+  return {layer_list()->ptr(static_cast<size_t>(layer)), b.mixer.ptr()};
 }
 
 }  // namespace cab::mamba

@@ -180,10 +180,19 @@ class Mamba1Student : public cab::Student {
   int64_t d_state() const override { return stack_.d_state; }
   int64_t d_inner() const override { return stack_.d_inner(); }
   bool bidirectional() const override { return stack_.bidirectional; }
-  /// x, B, C, delta, mixing_matrix (per direction), hidden_in, hidden_out.
+  /// x, B, C, delta, mixing_matrix, y (per direction), hidden_in, hidden_out.
   std::vector<std::string> tap_names() const override;
+  /// One Block on the input to that layer (residual in the stack's precision).
+  at::Tensor forward_layer(int layer, const at::Tensor& hidden, const cab::TapRequest& taps, cab::Taps& out) override;
+  /// The Block and its Mixer.
+  cab::LayerModules layer_modules(int layer) override;
+
+ protected:
+  /// The Blocks of the model.
+  virtual const torch::nn::ModuleList& layer_list() const = 0;
 
  private:
+  BlockImpl& block(int layer) const;
   Mamba1Config stack_;
 };
 

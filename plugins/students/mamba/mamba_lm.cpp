@@ -101,6 +101,8 @@ class MambaLM final : public Mamba1Student {
     save_checkpoint_files(*this, directory, j);
   }
 
+  const torch::nn::ModuleList& layer_list() const override { return backbone->layers; }
+
   Backbone backbone{nullptr};
   torch::nn::Linear lm_head{nullptr};
 

@@ -158,6 +158,8 @@ class Vim final : public Mamba1Student {
     save_checkpoint_files(*this, directory, j);
   }
 
+  const torch::nn::ModuleList& layer_list() const override { return layers; }
+
   PatchEmbed patch_embed{nullptr};
   at::Tensor cls_token, pos_embed;
   torch::nn::ModuleList layers{nullptr};

@@ -5,6 +5,8 @@
 
 #include <cab/kernels/scan.h>
 
+#include <cmath>
+
 namespace cab::mamba2 {
 
 namespace {
@@ -56,14 +58,17 @@ at::Tensor head_scan(const HeadScanInputs& in) {
 at::Tensor head_mixing_matrix(const HeadScanInputs& in) {
   const Sizes s = sizes_of(in);
   const auto acc = accumulation_type(in.x);
-  // Every channel of a head shares Δ, A, B and C, hence the matrix: the first channel of each head stands for all.
-  cab::kernels::ScanInputs scan;
-  scan.u = in.x.to(acc).reshape({s.batch, s.len, s.heads, s.head_dim}).select(3, 0).transpose(1, 2);  // [b, H, L]
-  scan.delta = in.delta.to(acc).transpose(1, 2);                                   // [b, H, L]
-  scan.A = in.A.to(acc).unsqueeze(1).expand({s.heads, s.d_state}).contiguous();    // [H, N]
-  scan.B = grouped(in.B, s, acc);                                                  // [b, G, N, L], G divides H
-  scan.C = grouped(in.C, s, acc);
-  return cab::kernels::mixing_matrix(scan);                                        // [b, H, L, L]
+  // A is a scalar per head, so the decay factors out of the state sum (SSD's segment-sum form):
+  //   M[b, h, t, s] = (C_t · B_s) · exp(S_t − S_s) · Δ_s  for s ≤ t,   S_t = Σ_{k≤t} Δ_k A_h
+  // which needs a few [b, H, L, L] tensors instead of one per state.
+  const at::Tensor delta = in.delta.to(acc).transpose(1, 2);                       // [b, H, L]
+  const at::Tensor S = at::cumsum(delta * in.A.to(acc).view({1, s.heads, 1}), -1);  // [b, H, L]
+  const at::Tensor B = grouped(in.B, s, acc), C = grouped(in.C, s, acc);            // [b, G, N, L]
+  const at::Tensor CB = at::matmul(C.transpose(-1, -2), B)                         // [b, G, L, L]
+                            .repeat_interleave(s.heads / s.groups, 1);             // [b, H, L, L]
+  const at::Tensor causal = at::ones({s.len, s.len}, at::TensorOptions(at::kBool).device(S.device())).tril();
+  const at::Tensor decay = at::exp((S.unsqueeze(-1) - S.unsqueeze(-2)).masked_fill(causal.logical_not(), -INFINITY));
+  return CB * decay * delta.unsqueeze(-2);                                          // [b, H, L, L]
 }
 
 }  // namespace cab::mamba2

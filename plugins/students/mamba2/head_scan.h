@@ -31,10 +31,38 @@ struct HeadScanInputs {
 /// y [batch, L, H·P] in the accumulation dtype of x (no D skip, no gate).
 at::Tensor head_scan(const HeadScanInputs& in);
 
-/// The scan as one matrix per head (computed with cab::kernels::mixing_matrix on one channel per head):
+/// The scan as one matrix per head (the segment-sum form: A is a scalar per head, so no loop over states):
 /// y[b, :, h·P + p] = M[b, h] · x[b, :, h·P + p] for every p, where
 ///   M[b, h, t, s] = C_t · B_s · exp(Σ_{k=s+1..t} Δ_k A_h) · Δ_s  for s ≤ t, 0 above the diagonal.
 /// [batch, H, L, L] in the accumulation dtype; no D on the diagonal (the models add their own skip).
 at::Tensor head_mixing_matrix(const HeadScanInputs& in);
+
+}  // namespace cab::mamba2
+
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <fmt/format.h>
+
+#include <string_view>
+
+#include <cab/plugin/model.h>
+#include <cab/util/error.h>
+
+namespace cab::mamba2 {
+
+/// Block `layer` of `layers` (a ModuleList of Block), or cab::Error naming `model` when out of range.
+template <class BlockImpl>
+BlockImpl& layer_block(const torch::nn::ModuleList& layers, int layer, std::string_view model) {
+  if (layer < 0 || static_cast<size_t>(layer) >= layers->size())
+    throw cab::Error(fmt::format("{}: layer {} out of range [0, {})", model, layer, layers->size()));
+  return *layers->ptr(static_cast<size_t>(layer))->as<BlockImpl>();
+}
+
+/// Student::layer_modules for a ModuleList of Blocks that have a `mixer` member.
+template <class BlockImpl>
+cab::LayerModules block_modules(const torch::nn::ModuleList& layers, int layer, std::string_view model) {
+  BlockImpl& block = layer_block<BlockImpl>(layers, layer, model);
+  return {layers->ptr(static_cast<size_t>(layer)), block.mixer.ptr()};
+}
 
 }  // namespace cab::mamba2

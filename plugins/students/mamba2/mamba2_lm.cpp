@@ -365,6 +365,13 @@ class Mamba2LM final : public cab::Student {
     std::ofstream(directory / "config.json") << j.dump(2) << "\n";
   }
 
+  at::Tensor forward_layer(int layer, const at::Tensor& hidden, const cab::TapRequest& taps, cab::Taps& out) override {
+    taps.check(tap_names(), static_cast<int>(c_.n_layer), "mamba2");
+    return layer_block<BlockImpl>(backbone->layers, layer, "mamba2").forward(hidden, taps, layer, out);
+  }
+
+  cab::LayerModules layer_modules(int layer) override { return block_modules<BlockImpl>(backbone->layers, layer, "mamba2"); }
+
   Backbone backbone{nullptr};
   torch::nn::Linear lm_head{nullptr};
 

@@ -319,6 +319,13 @@ class PhiMamba final : public cab::Student {
     std::ofstream(directory / "config.json") << j.dump(2) << "\n";
   }
 
+  at::Tensor forward_layer(int layer, const at::Tensor& hidden, const cab::TapRequest& taps, cab::Taps& out) override {
+    taps.check(tap_names(), static_cast<int>(c_.n_layer), "phi-mamba");
+    return layer_block<BlockImpl>(backbone->layers, layer, "phi-mamba").forward(hidden, taps, layer, out);
+  }
+
+  cab::LayerModules layer_modules(int layer) override { return block_modules<BlockImpl>(backbone->layers, layer, "phi-mamba"); }
+
   Backbone backbone{nullptr};
   torch::nn::Linear lm_head{nullptr};
 

@@ -30,8 +30,9 @@ class Schema;
 class Section;
 }  // namespace cab::config
 
-/// The plugin API version this header describes.
-inline constexpr std::uint32_t kCabPluginApiVersion = 1;
+/// The plugin API version this header describes (2: Student::forward_layer / layer_modules, Method::lr_scale,
+/// LossTerms::backpropagated, MethodContext::record).
+inline constexpr std::uint32_t kCabPluginApiVersion = 2;
 
 #define CAB_ABI_STR_(x) #x
 #define CAB_ABI_STR(x) CAB_ABI_STR_(x)

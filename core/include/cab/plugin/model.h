@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,12 @@ class CAB_API Teacher : public Model {
   virtual RoleWeights weights_by_role() const = 0;
 };
 
+/// The modules of one student layer: the whole block (norms, mixer, MLP if any) and its sequence mixer alone, so
+/// that staged methods (MOHAWK) can train or freeze them separately.
+struct CAB_API LayerModules {
+  std::shared_ptr<torch::nn::Module> block, mixer;
+};
+
 /// A Mamba-family student.
 class CAB_API Student : public Model {
  public:
@@ -86,6 +93,13 @@ class CAB_API Student : public Model {
   /// embeddings where shapes allow; student layer l takes teacher layer layer_map[l]. Students that cannot
   /// throw cab::Error (the default).
   virtual InitReport init_from_teacher(const RoleWeights& teacher, const std::vector<int64_t>& layer_map);
+  /// Runs layer `layer` alone (its block, residual included) on `hidden`, the input to that layer
+  /// [batch, L, d_model] in this model's token order, putting the requested taps of that layer into `out`;
+  /// returns the layer's output [batch, L, d_model]. MOHAWK's stages 1-2 feed each student layer the teacher's
+  /// input to the paired layer. Students that cannot throw cab::Error (the default).
+  virtual at::Tensor forward_layer(int layer, const at::Tensor& hidden, const TapRequest& taps, Taps& out);
+  /// The modules of layer `layer` (see LayerModules). Students that cannot throw cab::Error (the default).
+  virtual LayerModules layer_modules(int layer);
 };
 
 }  // namespace cab

@@ -25,6 +25,9 @@ struct CAB_API LossTerms {
   std::map<std::string, at::Tensor> terms;
   /// Non-differentiable per-step figures streamed as "stat/<name>" (e.g. the alignment's share of the step).
   std::map<std::string, double> stats;
+  /// True when the method has already back-propagated its loss itself (e.g. layer by layer, to bound the memory
+  /// of materialized matrices); `total` is then for the record only and the trainer does not call backward().
+  bool backpropagated = false;
 };
 
 /// A mini-batch: inputs (images or token ids) and targets (labels or next tokens).
@@ -57,6 +60,10 @@ struct CAB_API MethodContext {
   std::shared_ptr<Alignment> alignment;
   int64_t total_steps = 0;      ///< optimizer steps of the run
   int64_t steps_per_epoch = 1;  ///< optimizer steps per pass over the training subset
+  int64_t batch_size = 0;       ///< examples per optimizer step
+  int64_t tokens_per_example = 0;  ///< sequence length of one training example (tokens or patches + class token)
+  /// Records a provenance entry of the run (e.g. what an initialization from the teacher copied).
+  std::function<void(const std::string& key, const std::string& value)> record;
 };
 
 /// Which model a method optimizes.
@@ -75,6 +82,8 @@ class CAB_API Method : public Component, public torch::nn::Module {
   virtual void setup(const MethodContext& context) = 0;
   /// Stage name at a step (recorded with the metrics); single-stage methods return "main".
   virtual std::string stage(int64_t step) const;
+  /// Factor on the scheduled learning rate at a step (per-stage learning rates); 1 by default.
+  virtual double lr_scale(int64_t /*step*/) const { return 1.0; }
   virtual LossTerms loss(const Batch& batch, int64_t step) = 0;
 };
 

@@ -29,6 +29,7 @@ inline constexpr std::string_view kC = "C";                 ///< [batch, L, N] i
 inline constexpr std::string_view kDelta = "delta";         ///< [batch, L, d_inner] step size after softplus
 inline constexpr std::string_view kX = "x";                 ///< [batch, L, d_inner] SSM input after conv + SiLU
 inline constexpr std::string_view kMixing = "mixing_matrix";  ///< [batch, d_inner or heads, L, L] materialized
+inline constexpr std::string_view kScanOutput = "y";  ///< [batch, L, d_inner] one scan direction's output (gated)
 }  // namespace tap
 
 /// Scan direction of a tap; bidirectional students (Vim) report each direction separately.

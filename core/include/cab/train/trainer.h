@@ -6,6 +6,7 @@
 // and peak GPU memory to the host.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -42,6 +43,8 @@ struct CAB_API TrainOptions {
   std::filesystem::path run_dir;
   /// Stop (as if killed) after this many steps of this process; 0: never. For tests of resume.
   std::int64_t stop_after = 0;
+  /// Set (e.g. from a signal handler) to stop after the current step, saving a checkpoint in run_dir first.
+  const std::atomic<bool>* stop_requested = nullptr;
 };
 
 struct CAB_API TrainResult {
@@ -51,7 +54,7 @@ struct CAB_API TrainResult {
   double eval_top1 = -1;  ///< classification accuracy (%) of the trained model on the test split, or −1
   double eval_ppl = -1;   ///< perplexity of a language model on the held-out split, or −1
   bool resumed = false;   ///< continued from a checkpoint
-  bool stopped = false;   ///< ended early because of TrainOptions::stop_after
+  bool stopped = false;   ///< ended early because of TrainOptions::stop_after or stop_requested
 };
 
 /// Runs the training the config describes. Needs [dataset] and [method]; [student] unless the method
