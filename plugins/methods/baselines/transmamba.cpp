@@ -135,7 +135,6 @@ class TransMamba final : public cab::Method {
     }
     const bool bidirectional = student.bidirectional();
     std::vector<at::Tensor> d_fwd, d_bwd;
-    double cos_sum = 0;
     for (size_t i = 0; i < s_layers.size(); ++i) {
       const at::Tensor target = cab::distill::in_student_order(
           t.taps.at({std::string(cab::tap::kHiddenOut), t_layers[i]}), {1}, student, *context_.teacher).to(at::kFloat);
@@ -146,7 +145,6 @@ class TransMamba final : public cab::Method {
         return 1 - at::cosine_similarity(projected, teacher_features, -1).mean();
       };
       d_fwd.push_back(distance(cab::Direction::forward, target));
-      cos_sum += 1 - d_fwd.back().item<double>();
       if (bidirectional) d_bwd.push_back(distance(cab::Direction::backward, target.flip(1)));
     }
     const at::Tensor ce = cab::distill::cross_entropy(s.logits, batch.targets);
@@ -156,19 +154,18 @@ class TransMamba final : public cab::Method {
     out.terms["ce"] = ce.detach();
     out.terms["fwd"] = l_fwd.detach();
     out.terms["bwd"] = l_bwd.detach();
-    if (!s_layers.empty()) out.stats["feature_cosine"] = cos_sum / static_cast<double>(s_layers.size());
+    if (!d_fwd.empty()) out.stats["feature_cosine"] = 1 - at::stack(d_fwd).detach().mean().item<double>();  // one sync
     return out;
   }
 
  private:
-  /// Σ_l w_l d_l with w_l = sg(d_l) / Σ sg(d_k) (uniform weights when every distance is 0); 0 without layers.
+  /// Σ_l w_l d_l with w_l = sg(d_l) / Σ sg(d_k), 0 without layers; computed on the device without a host sync
+  /// (when every distance is 0 the weights are 0 and so is the loss).
   static at::Tensor adaptive(const std::vector<at::Tensor>& d, const at::Tensor& like) {
     if (d.empty()) return at::zeros({}, like.options());
     const at::Tensor all = at::stack(d);
     const at::Tensor sg = all.detach();
-    const at::Tensor sum = sg.sum();
-    const at::Tensor w = sum.item<double>() > 0 ? sg / sum : at::full_like(sg, 1.0 / static_cast<double>(d.size()));
-    return (w * all).sum();
+    return (sg / sg.sum().clamp_min(1e-12) * all).sum();
   }
 
   cab::config::Section options_;

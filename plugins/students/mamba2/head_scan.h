@@ -12,8 +12,15 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
+
+#include <torch/nn/modules/container/modulelist.h>
 
 #include <ATen/core/Tensor.h>
+#include <fmt/format.h>
+
+#include <cab/plugin/model.h>
+#include <cab/util/error.h>
 
 namespace cab::mamba2 {
 
@@ -38,15 +45,6 @@ at::Tensor head_scan(const HeadScanInputs& in);
 at::Tensor head_mixing_matrix(const HeadScanInputs& in);
 
 }  // namespace cab::mamba2
-
-#include <torch/nn/modules/container/modulelist.h>
-
-#include <fmt/format.h>
-
-#include <string_view>
-
-#include <cab/plugin/model.h>
-#include <cab/util/error.h>
 
 namespace cab::mamba2 {
 
