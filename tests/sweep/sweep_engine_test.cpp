@@ -4,10 +4,13 @@
 
 #include <signal.h>
 
+#include <cstdlib>
 #include <random>
 #include <thread>
 
 #include "cab/store/store.h"
+#include "cab/sweep/scheduler.h"
+#include "cab/util/error.h"
 #include "test_support.h"
 
 using cab::store::Status;
@@ -210,4 +213,29 @@ TEST_F(SweepEngine, BadSweepFilesChangeNothing) {
   auto replanned = run_command(command(edited, "--replan"));
   EXPECT_EQ(replanned.exit_code, 0) << replanned.output;
   expect_contains(replanned.output, "resumed; 1 new");
+}
+
+// --gpus: "all" follows CUDA_VISIBLE_DEVICES (entries kept as given, so a worker gets one of them), lists repeat
+// per --runs-per-gpu, and nonsense is refused with the flag named.
+TEST(GpuSlots, AllListsAndRunsPerGpu) {
+  const char* saved = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string keep = saved ? saved : "";
+  ::setenv("CUDA_VISIBLE_DEVICES", "3, 5", 1);
+  EXPECT_EQ(cab::sweep::visible_gpus(), (std::vector<std::string>{"3", "5"}));
+  EXPECT_EQ(cab::sweep::gpu_slots("all", 1), (std::vector<std::string>{"3", "5"}));
+  EXPECT_EQ(cab::sweep::gpu_slots("all", 2), (std::vector<std::string>{"3", "5", "3", "5"}));
+  ::setenv("CUDA_VISIBLE_DEVICES", "1,-1,2", 1);  // CUDA stops at an invalid entry
+  EXPECT_EQ(cab::sweep::visible_gpus(), (std::vector<std::string>{"1"}));
+  ::setenv("CUDA_VISIBLE_DEVICES", "", 1);
+  try {
+    cab::sweep::gpu_slots("all", 1);
+    ADD_FAILURE() << "no GPU visible: expected an error";
+  } catch (const cab::ConfigError& e) {
+    expect_contains(e.what(), "--gpus all");
+  }
+  if (saved) ::setenv("CUDA_VISIBLE_DEVICES", keep.c_str(), 1);
+  else ::unsetenv("CUDA_VISIBLE_DEVICES");
+  EXPECT_EQ(cab::sweep::gpu_slots("0,1", 3), (std::vector<std::string>{"0", "1", "0", "1", "0", "1"}));
+  EXPECT_THROW(cab::sweep::gpu_slots(",", 1), cab::ConfigError);
+  EXPECT_THROW(cab::sweep::gpu_slots("0", 0), cab::ConfigError);
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <set>
@@ -121,6 +122,25 @@ int status_command(const fs::path& db, const std::string& only) {
 int worker_command(const po::variables_map& vm, cab::plugin::Registry& registry) {
   const std::string config_text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   return cab::sweep::run_worker(config_text, registry, vm["report-fd"].as<int>(), vm.count("checkpoint-on-signal") != 0);
+}
+
+// `cab-sweep train RUN.toml`: one run in this process, no database; what a launcher such as torchrun or srun
+// starts once per GPU (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Rank 0 prints the run's
+// metrics, summary and provenance as protocol lines (M/S/P) on stdout.
+int train_command(const std::vector<std::string>& positional, const po::variables_map& vm,
+                  cab::plugin::Registry& registry) {
+  if (positional.size() != 2) {
+    std::cerr << "cab-sweep train: give one run config file: cab-sweep train RUN.toml [--run-dir DIR]\n";
+    return cab::cli::kUsage;
+  }
+  std::ifstream in(positional[1]);
+  if (!in) {
+    std::cerr << fmt::format("cab-sweep train: cannot read '{}'\n", positional[1]);
+    return cab::cli::kUsage;
+  }
+  const std::string config_text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (vm.count("run-dir")) ::setenv("CAB_RUN_DIR", fs::absolute(vm["run-dir"].as<std::string>()).c_str(), 1);
+  return cab::sweep::run_worker(config_text, registry, 1, vm.count("checkpoint-on-signal") != 0);
 }
 
 // The [slurm] settings given as flags (they beat the sweep file's table and the plan's).
@@ -297,18 +317,13 @@ int sweep_command(const std::string& path, const po::variables_map& vm, const ca
   if (requeued) std::cout << fmt::format("re-queued {} run(s)\n", requeued);
 
   cab::sweep::SchedulerOptions options;
-  if (vm.count("gpus")) {
-    std::string list = vm["gpus"].as<std::string>();
-    std::size_t start = 0;
-    while (start <= list.size()) {
-      const auto comma = list.find(',', start);
-      const std::string gpu = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (!gpu.empty()) options.gpus.push_back(gpu);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-  }
+  if (vm.count("gpus")) options.gpus = cab::sweep::gpu_slots(vm["gpus"].as<std::string>(), vm["runs-per-gpu"].as<int>());
   options.workers = vm["workers"].as<int>();
+  options.ranks_per_run = vm["gpus-per-run"].as<int>();
+  if (options.ranks_per_run < 1) {
+    std::cerr << fmt::format("cab-sweep: --gpus-per-run {}: expected a whole number ≥ 1\n", options.ranks_per_run);
+    return cab::cli::kUsage;
+  }
   options.timeout_s = vm["timeout"].as<double>();
   options.stale_after_s = vm["stale-after"].as<double>();
   options.executable = fs::read_symlink("/proc/self/exe");
@@ -342,6 +357,8 @@ int main(int argc, char** argv) {
       "Usage: cab-sweep [options] SWEEP.toml     run (or resume) a sweep\n"
       "       cab-sweep status [--sweep NAME]    counts and a table per status\n"
       "       cab-sweep --check RUN.toml         validate one run config\n"
+      "       cab-sweep train RUN.toml [--run-dir DIR]   train one run here, no database (one process per GPU\n"
+      "                                          under torchrun/srun: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)\n"
       "       cab-sweep SWEEP.toml --emit slurm [--out DIR]   freeze the runs, write DIR/job.sbatch (job array)\n"
       "       cab-sweep DIR --emit slurm --only-unfinished    a job array of the runs without a finished result\n"
       "       cab-sweep run-one DIR --index I    one array task (what job.sbatch runs)\n"
@@ -358,7 +375,10 @@ int main(int argc, char** argv) {
        "plugin file or directory to load first (repeatable; CAB_PLUGIN_PATH also adds directories)")
       ("check", po::value<std::string>(), "validate a run config file and print it with all defaults resolved")
       ("db", po::value<std::string>()->default_value("results/cab.sqlite"), "run database")
-      ("gpus", po::value<std::string>(), "GPUs to use, one worker each: 0,1,...")
+      ("gpus", po::value<std::string>(), "GPUs to use, one worker each: 0,1,... or all (CUDA_VISIBLE_DEVICES, else every GPU)")
+      ("runs-per-gpu", po::value<int>()->default_value(1), "with --gpus: runs sharing each GPU at once (small models)")
+      ("gpus-per-run", po::value<int>()->default_value(1),
+       "train each run data-parallel on this many GPUs (NCCL; one process each); without --gpus, this many CPU processes")
       ("workers", po::value<int>()->default_value(1), "CPU worker processes (without --gpus)")
       ("timeout", po::value<double>()->default_value(0), "per-run wall-clock limit in seconds (0: none)")
       ("stale-after", po::value<double>()->default_value(120), "seconds without heartbeat after which a running run of another host is recovered")
@@ -417,6 +437,7 @@ int main(int argc, char** argv) {
     cab::cli::load_plugins(registry, extra);
 
     if (vm.count("worker")) return worker_command(vm, registry);
+    if (!positional.empty() && positional[0] == "train") return train_command(positional, vm, registry);
     if (vm.count("list-plugins")) {
       cab::cli::print_plugins(registry, std::cout);
       return cab::cli::kOk;

@@ -40,6 +40,7 @@ const Schema& train_schema() {
     s.add("eval_every", Type::integer, "evaluate every N steps (0: at the end only)").fallback(std::int64_t{0}).min(0);
     s.add("eval_examples", Type::integer, "test examples per evaluation (0: the whole test split)").fallback(std::int64_t{0}).min(0);
     s.add("similarity_examples", Type::integer, "test examples for the student/teacher attention similarity at the end (0: off)").fallback(std::int64_t{8}).min(0);
+    s.add("log_every", Type::integer, "record the per-step metrics (loss, lr, time, memory …) every N steps; the last step always").fallback(std::int64_t{1}).min(1);
     s.add("checkpoint_every", Type::integer, "checkpoint every N steps (0: at the end only)").fallback(std::int64_t{0}).min(0);
     s.add("data_fraction", Type::number, "fraction of the training split used (seeded, stratified per class)").fallback(1.0).min(0).max(1);
     s.add("num_workers", Type::integer, "data-loading threads").fallback(std::int64_t{2}).min(0);

@@ -1,6 +1,8 @@
 // Worker side of the host protocol.
 #include "cab/sweep/protocol.h"
 
+#include <iostream>
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -42,7 +44,13 @@ void Reporter::summary(std::string_view key, std::string_view value) {
 void Reporter::provenance(std::string_view key, std::string_view value) {
   line(fmt::format("P\t{}\t{}", protocol_field(key), protocol_field(value)), false);
 }
-void Reporter::error(std::string_view message) { line("E\t" + protocol_field(message), true); }
+void Reporter::error(std::string_view message) {
+  if (fd_ < 0) {  // no host to tell (a data-parallel rank other than 0, a run outside a sweep): the log gets it
+    std::cerr << "error: " << message << std::endl;
+    return;
+  }
+  line("E\t" + protocol_field(message), true);
+}
 void Reporter::heartbeat() { line("H", true); }
 void Reporter::done() { line("D", true); }
 

@@ -1,9 +1,12 @@
 // The sweep host: worker processes, the report protocol, failure reasons, clean interruption.
 #include "cab/sweep/scheduler.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,7 +17,9 @@
 #include <cerrno>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -43,10 +48,20 @@ std::string signal_name(int sig) {
   }
 }
 
+// torchrun's variables: the host sets them itself for a data-parallel run and never passes its own on.
+bool launcher_variable(const char* entry) {
+  for (const char* name : {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "MASTER_ADDR=", "MASTER_PORT="})
+    if (std::strncmp(entry, name, std::strlen(name)) == 0) return true;
+  return false;
+}
+
 struct Active {
   store::RunRecord run;
-  std::string slot;  // GPU id, or "" for a CPU worker
-  pid_t pid = -1;
+  std::string slot;  // GPU id(s), or "" for CPU workers
+  pid_t pid = -1;    // rank 0 (the only one that reports)
+  std::vector<pid_t> peers;  // ranks 1… of a data-parallel run (ranks_per_run > 1); -1 once reaped
+  std::string peer_failure;  // why a peer ended the run early
+  double peer_deadline = 0;  // when rank 0 is killed after a peer failed (unix time; 0: none)
   int fd = -1;
   std::string partial;
   double started = 0;
@@ -87,10 +102,18 @@ class Host {
  public:
   Host(store::Store& store, std::int64_t sweep_id, const SchedulerOptions& options, std::ostream& progress)
       : store_(store), sweep_id_(sweep_id), options_(options), progress_(progress), identity_(host_identity()) {
+    const int ranks = std::max(1, options_.ranks_per_run);
     if (options_.gpus.empty()) {
       for (int i = 0; i < std::max(1, options_.workers); ++i) free_slots_.push_back("");
     } else {
-      free_slots_ = options_.gpus;
+      if (options_.gpus.size() % static_cast<std::size_t>(ranks) != 0)
+        throw ConfigError(fmt::format("--gpus-per-run {}: {} GPU slot(s) do not split into groups of {}", ranks,
+                                      options_.gpus.size(), ranks));
+      for (std::size_t i = 0; i < options_.gpus.size(); i += static_cast<std::size_t>(ranks)) {
+        std::string group;  // a data-parallel run sees its GPUs; rank r takes the r-th (LOCAL_RANK)
+        for (int r = 0; r < ranks; ++r) group += (r ? "," : "") + options_.gpus[i + static_cast<std::size_t>(r)];
+        free_slots_.push_back(group);
+      }
     }
     for (const auto& run : store_.runs(sweep_id_))
       if (!matches(store_.params(run.id), options_.filters)) skip_.insert(run.id);
@@ -160,36 +183,73 @@ class Host {
     a.started = store::unix_time();
     a.log = options_.log_dir / fmt::format("run-{}-attempt-{}.log", run.id, run.attempts);
 
-    int report[2], input[2];
-    if (pipe2(report, O_CLOEXEC) != 0 || pipe2(input, O_CLOEXEC) != 0) throw Error("cannot create pipes for a worker");
-    const int log_fd = ::open(a.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    // Everything the child needs is prepared before fork: only async-signal-safe calls happen after it.
+    const int ranks = std::max(1, options_.ranks_per_run);
+    // Everything the children need is prepared before fork: only async-signal-safe calls happen after it.
     std::vector<std::string> args = {options_.executable.string(), "--worker", "--report-fd", "3"};
     args.insert(args.end(), options_.worker_arguments.begin(), options_.worker_arguments.end());
-    std::vector<char*> argv;
-    for (auto& s : args) argv.push_back(s.data());
-    argv.push_back(nullptr);
     std::vector<std::string> env;
     for (char** e = environ; *e; ++e)
-      if ((slot.empty() || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) && std::strncmp(*e, "CAB_RUN_DIR=", 12) != 0)
+      if ((slot.empty() || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) && std::strncmp(*e, "CAB_RUN_DIR=", 12) != 0 &&
+          !launcher_variable(*e))
         env.emplace_back(*e);
     if (!slot.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + slot);
     // CPU workers share the cores: without a user setting, each gets its share of OpenMP threads (LibTorch's
     // busy-waiting threads slow everything down when oversubscribed).
-    if (options_.gpus.empty() && options_.workers > 1 && !std::getenv("OMP_NUM_THREADS")) {
+    const unsigned processes = static_cast<unsigned>(std::max(1, options_.workers) * ranks);
+    if (options_.gpus.empty() && processes > 1 && !std::getenv("OMP_NUM_THREADS")) {
       const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-      env.push_back(fmt::format("OMP_NUM_THREADS={}", std::max(1u, cores / static_cast<unsigned>(options_.workers))));
+      env.push_back(fmt::format("OMP_NUM_THREADS={}", std::max(1u, cores / processes)));
     }
     if (!options_.run_dir.empty()) {  // checkpoints and the trained model; the same folder when the run resumes
       const auto dir = std::filesystem::absolute(options_.run_dir / run.config_hash);
       std::filesystem::create_directories(dir);
       env.push_back("CAB_RUN_DIR=" + dir.string());
     }
-    std::vector<char*> envp;
-    for (auto& s : env) envp.push_back(s.data());
+    if (ranks > 1) {  // torchrun's variables; rank 0 serves the rendezvous on a free local port
+      const int port = free_tcp_port();
+      env.push_back(fmt::format("WORLD_SIZE={}", ranks));
+      env.push_back("MASTER_ADDR=127.0.0.1");
+      env.push_back(fmt::format("MASTER_PORT={}", port));
+      a.provenance["launch"] = fmt::format("{} data-parallel processes, rendezvous 127.0.0.1:{}", ranks, port);
+    }
+    for (int r = 0; r < ranks; ++r) {
+      std::vector<std::string> rank_env = env;
+      if (ranks > 1) {
+        rank_env.push_back(fmt::format("RANK={}", r));
+        rank_env.push_back(fmt::format("LOCAL_RANK={}", r));
+      }
+      const auto log = r == 0 ? a.log : std::filesystem::path(a.log.string() + fmt::format(".rank{}", r));
+      int report_fd = -1;
+      const pid_t pid = launch(args, rank_env, config_text, log, r == 0 ? &report_fd : nullptr);
+      if (r == 0) {
+        a.pid = pid;
+        a.fd = report_fd;
+      } else {
+        a.peers.push_back(pid);
+      }
+    }
+    free_slots_.erase(free_slots_.begin());
+    say(fmt::format("run {} started{} (attempt {}): {}", run.id,
+                    slot.empty() ? (ranks > 1 ? fmt::format(" as {} processes", ranks) : std::string())
+                                 : (ranks > 1 ? " on GPUs " : " on GPU ") + slot,
+                    run.attempts, run.config_hash.substr(0, 12)));
+    active_.push_back(std::move(a));
+  }
+
+  // Starts one worker process: `config_text` on its stdin, stdout/stderr into `log`, and, when `report_fd` is
+  // given, its fd 3 is the write end of a pipe whose read end (non-blocking) is returned there.
+  pid_t launch(std::vector<std::string> args, std::vector<std::string> env, const std::string& config_text,
+               const std::filesystem::path& log, int* report_fd) {
+    int report[2] = {-1, -1}, input[2];
+    if ((report_fd && pipe2(report, O_CLOEXEC) != 0) || pipe2(input, O_CLOEXEC) != 0)
+      throw Error("cannot create pipes for a worker");
+    const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    std::vector<char*> argv, envp;
+    for (auto& x : args) argv.push_back(x.data());
+    argv.push_back(nullptr);
+    for (auto& x : env) envp.push_back(x.data());
     envp.push_back(nullptr);
     const pid_t parent = getpid();
-
     const pid_t pid = fork();
     if (pid < 0) throw Error(fmt::format("fork failed: {}", std::strerror(errno)));
     if (pid == 0) {
@@ -198,7 +258,7 @@ class Host {
       if (getppid() != parent) _exit(125);
       signal(SIGPIPE, SIG_DFL);
       dup2(input[0], 0);
-      dup2(report[1], 3);
+      if (report_fd) dup2(report[1], 3);
       if (log_fd >= 0) {
         dup2(log_fd, 1);
         dup2(log_fd, 2);
@@ -207,7 +267,7 @@ class Host {
       _exit(127);
     }
     ::close(input[0]);
-    ::close(report[1]);
+    if (report_fd) ::close(report[1]);
     if (log_fd >= 0) ::close(log_fd);
     const char* data = config_text.data();
     std::size_t left = config_text.size();
@@ -219,13 +279,50 @@ class Host {
       left -= static_cast<std::size_t>(n);
     }
     ::close(input[1]);
-    fcntl(report[0], F_SETFL, O_NONBLOCK);
-    a.pid = pid;
-    a.fd = report[0];
-    free_slots_.erase(free_slots_.begin());
-    say(fmt::format("run {} started{} (attempt {}): {}", run.id, slot.empty() ? "" : " on GPU " + slot, run.attempts,
-                    run.config_hash.substr(0, 12)));
-    active_.push_back(std::move(a));
+    if (report_fd) {
+      fcntl(report[0], F_SETFL, O_NONBLOCK);
+      *report_fd = report[0];
+    }
+    return pid;
+  }
+
+  static int free_tcp_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = 29500;
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      port = ntohs(addr.sin_port);
+    if (fd >= 0) ::close(fd);
+    return port;
+  }
+
+  void signal_all(Active& a, int sig) {
+    kill(a.pid, sig);
+    for (pid_t p : a.peers)
+      if (p > 0) kill(p, sig);
+  }
+
+  // Waits for the peers of a run whose rank 0 has ended: they end with it (a few seconds at most), or are killed.
+  void reap_peers(Active& a) {
+    const double deadline = store::unix_time() + 10;
+    for (pid_t& p : a.peers) {
+      while (p > 0) {
+        int status = 0;
+        if (waitpid(p, &status, WNOHANG) == p) {
+          p = -1;
+        } else if (store::unix_time() > deadline) {
+          kill(p, SIGKILL);
+          waitpid(p, &status, 0);
+          p = -1;
+        } else {
+          usleep(20000);
+        }
+      }
+    }
   }
 
   void pump(double timeout_s) {
@@ -312,11 +409,30 @@ class Host {
   void reap() {
     for (auto it = active_.begin(); it != active_.end();) {
       int status = 0;
+      for (std::size_t k = 0; k < it->peers.size(); ++k) {  // a rank that fails ends the whole run
+        pid_t& p = it->peers[k];
+        int peer_status = 0;
+        if (p > 0 && waitpid(p, &peer_status, WNOHANG) == p) {
+          p = -1;
+          if (!(WIFEXITED(peer_status) && WEXITSTATUS(peer_status) == 0) && it->peer_failure.empty()) {
+            it->peer_failure = fmt::format("rank {} {} [log: {}.rank{}]", k + 1,
+                                           WIFEXITED(peer_status) ? fmt::format("exited with code {}", WEXITSTATUS(peer_status))
+                                                                  : fmt::format("died of signal {}", WTERMSIG(peer_status)),
+                                           it->log.string(), k + 1);
+            it->peer_deadline = store::unix_time() + 15;  // rank 0 usually fails the same way and says why
+          }
+        }
+      }
+      if (it->peer_deadline > 0 && store::unix_time() > it->peer_deadline) {
+        signal_all(*it, SIGKILL);
+        it->peer_deadline = 0;
+      }
       const pid_t r = waitpid(it->pid, &status, WNOHANG);
       if (r != it->pid) {
         ++it;
         continue;
       }
+      reap_peers(*it);
       drain(*it, true);
       if (it->fd >= 0) ::close(it->fd);
       finalize(*it, status);
@@ -328,7 +444,7 @@ class Host {
   void finalize(Active& a, int status) {
     flush_metrics();
     if (!a.provenance.empty()) store_.set_provenance(a.run.id, a.provenance);
-    const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0 && a.peer_failure.empty();
     if (clean_exit && a.done) {  // even while stopping: a run that completed is finished
       a.summary["host_wall_s"] = fmt::format("{:.3f}", store::unix_time() - a.started);
       store_.finish(a.run.id, a.summary);
@@ -341,6 +457,8 @@ class Host {
     if (WIFEXITED(status)) code = WEXITSTATUS(status);
     if (a.timed_out) {
       reason = fmt::format("timed out after {:.0f} s (per-run limit)", options_.timeout_s);
+    } else if (!a.peer_failure.empty() && a.last_error.empty()) {
+      reason = "data-parallel " + a.peer_failure;
     } else if (stopping_) {
       reason = fmt::format("interrupted: the sweep was stopped by {}{}; it resumes on the next start",
                            signal_name(stop_signal_),
@@ -378,7 +496,7 @@ class Host {
       for (auto& a : active_) {
         if (!a.timed_out && now - a.started > options_.timeout_s) {
           a.timed_out = true;
-          kill(a.pid, SIGKILL);
+          signal_all(a, SIGKILL);
         }
       }
     }
@@ -425,13 +543,13 @@ class Host {
   void stop_all() {
     stopping_ = true;
     say("stopping: terminating the running workers");
-    for (auto& a : active_) kill(a.pid, SIGTERM);
+    for (auto& a : active_) signal_all(a, SIGTERM);
     const double deadline = store::unix_time() + options_.stop_grace_s;
     while (!active_.empty() && store::unix_time() < deadline) {
       pump(0.1);
       reap();
     }
-    for (auto& a : active_) kill(a.pid, SIGKILL);
+    for (auto& a : active_) signal_all(a, SIGKILL);
     while (!active_.empty()) {
       pump(0.1);
       reap();
@@ -466,6 +584,61 @@ std::string hostname() {
   char name[256] = {};
   gethostname(name, sizeof name - 1);
   return name;
+}
+
+std::vector<std::string> visible_gpus() {
+  std::vector<std::string> out;
+  if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    // The ordinals a child sees are the positions in this list (CUDA renumbers them from 0); keep the user's
+    // entries (ids or UUIDs) so each worker gets exactly one of them. An entry CUDA cannot parse ends the list.
+    std::string list = env;
+    std::size_t start = 0;
+    while (start <= list.size()) {
+      const auto comma = list.find(',', start);
+      std::string entry = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      entry.erase(0, entry.find_first_not_of(" \t"));
+      entry.erase(entry.find_last_not_of(" \t") + 1);
+      if (entry.empty() || entry == "-1") break;
+      out.push_back(entry);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return out;
+  }
+  std::error_code ec;
+  int count = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/driver/nvidia/gpus", ec)) {
+    (void)e;
+    ++count;
+  }
+  for (int i = 0; i < count; ++i) out.push_back(std::to_string(i));
+  return out;
+}
+
+std::vector<std::string> gpu_slots(const std::string& spec, int runs_per_gpu) {
+  if (runs_per_gpu < 1)
+    throw ConfigError(fmt::format("--runs-per-gpu {}: expected a whole number ≥ 1", runs_per_gpu));
+  std::vector<std::string> gpus;
+  if (spec == "all") {
+    gpus = visible_gpus();
+    if (gpus.empty())
+      throw ConfigError("--gpus all: this host has no GPU (no /proc/driver/nvidia/gpus entries, CUDA_VISIBLE_DEVICES "
+                        "unset); leave --gpus out to run on CPU workers");
+  } else {
+    std::size_t start = 0;
+    while (start <= spec.size()) {
+      const auto comma = spec.find(',', start);
+      const std::string gpu = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!gpu.empty()) gpus.push_back(gpu);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    if (gpus.empty())
+      throw ConfigError(fmt::format("--gpus '{}': expected 'all' or a comma-separated list of GPU ids such as 0,1", spec));
+  }
+  std::vector<std::string> slots;
+  for (int r = 0; r < runs_per_gpu; ++r) slots.insert(slots.end(), gpus.begin(), gpus.end());
+  return slots;
 }
 
 std::string host_identity() { return fmt::format("{}:{}", hostname(), getpid()); }

@@ -13,6 +13,7 @@
 #include "cab/config/toml_reader.h"
 #include "cab/sweep/protocol.h"
 #include "cab/sweep/scheduler.h"
+#include "cab/train/distributed.h"
 #include "cab/train/trainer.h"
 #include "cab/util/hash.h"
 #include "cab/util/version.h"
@@ -65,7 +66,13 @@ void on_stop_signal(int) { g_stop_requested = true; }
 
 int run_worker(const std::string& config_text, const plugin::Registry& registry, int report_fd,
                bool checkpoint_on_signal) {
-  Reporter reporter(report_fd);
+  // Data-parallel ranks other than 0 train alongside rank 0 but report nothing: rank 0 speaks for the run.
+  int rank = 0;
+  try {
+    rank = train::DistributedEnv::from_environment().rank;
+  } catch (const ConfigError&) {  // train() reports it
+  }
+  Reporter reporter(rank == 0 ? report_fd : -1);
   if (checkpoint_on_signal) {  // SIGTERM/SIGUSR1: finish the current step, save a checkpoint, exit as stopped
     struct sigaction action {};
     action.sa_handler = on_stop_signal;

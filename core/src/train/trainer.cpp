@@ -11,7 +11,6 @@
 #include <torch/serialize/output-archive.h>
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <unistd.h>
@@ -32,7 +31,9 @@
 #include "cab/plugin/model.h"
 #include "cab/plugin/objective.h"
 #include "cab/util/hash.h"
+#include "cab/train/autocast.h"
 #include "cab/train/device_memory.h"
+#include "cab/train/distributed.h"
 
 namespace cab::train {
 
@@ -80,27 +81,6 @@ std::shared_ptr<T> make(const config::RunConfig& config, const plugin::Registry&
   return registry.create_as<T>(kind, it->second.name, it->second.options);
 }
 
-/// bf16 autocast on CUDA for the scope (a no-op when off).
-class Autocast {
- public:
-  explicit Autocast(bool on) : on_(on) {
-    if (!on_) return;
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::increment_nesting();
-  }
-  ~Autocast() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-  }
-  Autocast(const Autocast&) = delete;
-  Autocast& operator=(const Autocast&) = delete;
-
- private:
-  bool on_;
-};
-
 /// Weight decay applies to matrices only: not to biases, norms, D, dt biases (all 1-d), A_log, class and
 /// position tokens.
 bool decays(const std::string& name, const at::Tensor& p) {
@@ -135,16 +115,19 @@ struct EvalResult {
 };
 
 /// Accuracy (classifiers: logits [b, classes]) or perplexity (LMs: logits [b, L, vocab]) on the test split.
+/// Data-parallel: each rank evaluates its contiguous share of the examples and the sums are all-reduced.
 EvalResult evaluate(Model& model, const Dataset& data, const at::Device& device, std::int64_t batch_size,
-                    std::int64_t max_examples, bool bf16) {
+                    std::int64_t max_examples, bool bf16, Communicator* comm = nullptr) {
   const bool was_training = model.is_training();
   model.eval();
   at::NoGradGuard no_grad;
   std::int64_t n = data.size(Split::test);
   if (max_examples > 0) n = std::min(n, max_examples);
   double loss_sum = 0, correct = 0, count = 0;
-  for (std::int64_t start = 0; start < n; start += batch_size) {
-    std::vector<std::int64_t> indices(static_cast<std::size_t>(std::min(batch_size, n - start)));
+  const int ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  const std::int64_t first = n * rank / ranks, end = n * (rank + 1) / ranks;
+  for (std::int64_t start = first; start < end; start += batch_size) {
+    std::vector<std::int64_t> indices(static_cast<std::size_t>(std::min(batch_size, end - start)));
     std::iota(indices.begin(), indices.end(), start);
     Batch b = data.get(Split::test, indices);
     const at::Tensor targets = b.targets.to(device);
@@ -160,6 +143,12 @@ EvalResult evaluate(Model& model, const Dataset& data, const at::Device& device,
     count += static_cast<double>(t.numel());
   }
   if (was_training) model.train();
+  if (comm) {
+    at::Tensor sums = at::tensor({loss_sum, correct, count}, at::TensorOptions(at::kDouble)).to(device);
+    comm->all_reduce_sum(sums);
+    sums = sums.cpu();
+    loss_sum = sums[0].item<double>(), correct = sums[1].item<double>(), count = sums[2].item<double>();
+  }
   EvalResult r;
   r.examples = n;
   if (count == 0) return r;
@@ -316,7 +305,19 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   const bool cuda = device_name == "cuda" || (device_name == "auto" && torch::cuda::is_available());
   if (device_name == "cuda" && !torch::cuda::is_available())
     throw ConfigError(fmt::format("{}: run.device = \"cuda\" but no CUDA device is available", config.file));
-  const at::Device device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  // Data-parallel when launched like torchrun (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT): one
+  // process per GPU, each on the GPU of its LOCAL_RANK among those it sees.
+  const DistributedEnv dist = DistributedEnv::from_environment();
+  const at::Device device =
+      cuda ? at::Device(at::kCUDA, static_cast<at::DeviceIndex>(dist.local_rank % std::max<int>(1, torch::cuda::device_count())))
+           : at::Device(at::kCPU);
+  std::unique_ptr<Communicator> comm;
+  if (dist.launched) {
+    comm = connect(dist, device);
+    reporter.provenance("world_size", std::to_string(dist.world_size));
+    reporter.provenance("collectives", comm->backend());
+  }
+  const bool rank0 = dist.rank == 0;
   const bool bf16 = cuda && config.train.string("precision") == "bf16";
   reporter.provenance("device", cuda ? "cuda" : "cpu");
   reporter.provenance("precision", bf16 ? "bf16 autocast" : "fp32");
@@ -374,6 +375,11 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   reporter.provenance("dataset_subset_size", std::to_string(subset.size()));
 
   const std::int64_t batch_size = std::min<std::int64_t>(config.train.integer("batch_size"), subset.size());
+  if (batch_size % dist.world_size != 0)
+    throw ConfigError(fmt::format("{}: train.batch_size = {} is not divisible by the {} data-parallel processes "
+                                  "(WORLD_SIZE): each takes an equal share of the global batch",
+                                  config.file, batch_size, dist.world_size));
+  const std::int64_t local_batch = batch_size / dist.world_size;
   const std::int64_t steps_per_epoch = (static_cast<std::int64_t>(subset.size()) + batch_size - 1) / batch_size;
   std::int64_t steps = config.train.integer("steps");
   if (steps == 0) steps = std::max<std::int64_t>(1, std::llround(config.train.number("epochs") * steps_per_epoch));
@@ -430,6 +436,16 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     if (result.resumed) reporter.provenance("resumed_from_step", std::to_string(state.step));
   }
   reporter.flush();
+  // Every rank starts from rank 0's weights (they are equal already when the seeds are; this makes it certain),
+  // and its gradients are averaged over the ranks after each backward.
+  std::unique_ptr<GradientSync> sync;
+  if (comm) {
+    at::NoGradGuard no_grad;
+    if (comm->size() > 1)
+      for (auto& p : params) comm->broadcast(p.detach(), 0);
+    sync = std::make_unique<GradientSync>(*comm, params);
+    reporter.provenance("gradient_buckets", std::to_string(sync->buckets()));
+  }
 
   const std::int64_t eval_every = config.train.integer("eval_every");
   const std::int64_t checkpoint_every = config.train.integer("checkpoint_every");
@@ -448,7 +464,8 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     return r;
   };
   auto run_eval = [&](std::int64_t at_step) {
-    const EvalResult r = with_ema([&] { return evaluate(trained, *dataset, device, batch_size, eval_examples, bf16); });
+    const EvalResult r =
+        with_ema([&] { return evaluate(trained, *dataset, device, batch_size, eval_examples, bf16, comm.get()); });
     if (r.top1 >= 0) {
       reporter.metric(at_step, "eval/top1", r.top1);
       state.best_top1 = std::max(state.best_top1, r.top1);
@@ -462,7 +479,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   };
 
   if (teacher && !trains_teacher && !result.resumed) {  // the teacher's own quality, once
-    const EvalResult r = evaluate(*teacher, *dataset, device, batch_size, eval_examples, bf16);
+    const EvalResult r = evaluate(*teacher, *dataset, device, batch_size, eval_examples, bf16, comm.get());
     if (r.top1 >= 0) reporter.summary("teacher_top1", fmt::format("{:.4f}", r.top1));
     if (r.ppl >= 0) reporter.summary("teacher_ppl", fmt::format("{:.4f}", r.ppl));
   }
@@ -471,7 +488,9 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   double step_ms_sum = 0, align_share_sum = 0;
   std::int64_t timed_steps = 0, align_steps = 0;
   std::int64_t ran = 0;
-  auto next_indices = [batch_size](LoopState& st) {  // the next batch of the shuffled subset, reshuffled per epoch
+  // The next batch of the shuffled subset, reshuffled per epoch; with several ranks, each draws the same
+  // global batch and keeps its own share of it.
+  auto next_indices = [batch_size, local_batch, rank = dist.rank](LoopState& st) {
     std::vector<std::int64_t> indices;
     while (static_cast<std::int64_t>(indices.size()) < batch_size) {
       if (st.cursor == st.order.size()) {
@@ -480,7 +499,21 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
       }
       indices.push_back(st.order[st.cursor++]);
     }
-    return indices;
+    return std::vector<std::int64_t>(indices.begin() + rank * local_batch, indices.begin() + (rank + 1) * local_batch);
+  };
+  // The per-step metrics, every log_every steps (the step time and throughput averages use every step).
+  const std::int64_t log_every = config.train.integer("log_every");
+  auto log_step = [&](std::int64_t step, double value, const LossTerms& loss, double rate, double ms,
+                      double grad_norm, std::int64_t items) {
+    reporter.metric(step, "loss", value);
+    for (const auto& [name, term] : loss.terms) reporter.metric(step, "loss/" + name, term.item<double>());
+    for (const auto& [name, stat] : loss.stats) reporter.metric(step, "stat/" + name, stat);
+    if (grad_norm >= 0) reporter.metric(step, "grad_norm", grad_norm);
+    reporter.metric(step, "lr", rate);
+    reporter.metric(step, "time/step_ms", ms);
+    reporter.metric(step, token_inputs ? "throughput/tokens_per_s" : "throughput/examples_per_s",
+                    static_cast<double>(items) / ms * 1e3);
+    if (cuda) reporter.metric(step, "memory/peak_mb", peak_memory_mb());
   };
   std::future<Batch> prefetched;
   std::string stage, stages;  // the current stage; "name@first step" of each stage this process ran
@@ -494,7 +527,12 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     }
     const auto t0 = std::chrono::steady_clock::now();
     // A stop request (the worker's SIGTERM/SIGUSR1) ends the run after this step, with a checkpoint.
-    const bool stop_now = options.stop_requested && options.stop_requested->load();
+    bool stop_now = options.stop_requested && options.stop_requested->load();
+    if (comm && comm->size() > 1) {  // every rank stops after the same step
+      at::Tensor flag = at::full({1}, stop_now ? 1.0f : 0.0f, at::TensorOptions(device));
+      comm->all_reduce_sum(flag);
+      stop_now = flag.item<float>() > 0;
+    }
     // The batch: prefetched on a background thread during the previous step (decoding overlaps compute),
     // except right after a checkpoint, which must not contain a batch that was drawn but not trained on.
     Batch batch = prefetched.valid() ? prefetched.get() : dataset->get(Split::train, next_indices(state));
@@ -514,39 +552,37 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     }
     for (auto& group : optimizer.param_groups()) group.options().set_lr(rate);
     optimizer.zero_grad();
+    if (sync) sync->begin();
     LossTerms loss;
     {
       Autocast autocast(bf16);
       loss = method->loss(batch, step);
     }
-    const double value = loss.total.item<double>();
+    double value = loss.total.item<double>();
+    if (comm && comm->size() > 1) {  // the global batch's loss (the mean of the equal shares); NaN on any rank stops all
+      at::Tensor mean = at::full({1}, value, at::TensorOptions(device).dtype(at::kDouble));
+      comm->all_reduce_sum(mean);
+      value = mean.item<double>() / comm->size();
+    }
     if (!std::isfinite(value)) throw NonFiniteLoss(step, value);
     if (!loss.backpropagated) loss.total.backward();
-    if (clip > 0) {
-      const double norm = torch::nn::utils::clip_grad_norm_(params, clip);
-      reporter.metric(step, "grad_norm", norm);
-    }
+    if (sync) sync->finish();
+    double grad_norm = -1;
+    if (clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(params, clip);
     optimizer.step();
     if (!ema.empty()) {
       at::NoGradGuard no_grad;
       for (std::size_t i = 0; i < params.size(); ++i) ema[i].mul_(ema_decay).add_(params[i].detach(), 1.0 - ema_decay);
     }
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    reporter.metric(step, "loss", value);
-    for (const auto& [name, term] : loss.terms) reporter.metric(step, "loss/" + name, term.item<double>());
-    for (const auto& [name, stat] : loss.stats) reporter.metric(step, "stat/" + name, stat);
-    reporter.metric(step, "lr", rate);
-    reporter.metric(step, "time/step_ms", ms);
-    const double items = token_inputs ? static_cast<double>(batch.inputs.numel()) : static_cast<double>(batch_size);
-    reporter.metric(step, token_inputs ? "throughput/tokens_per_s" : "throughput/examples_per_s", items / ms * 1e3);
-    if (cuda) reporter.metric(step, "memory/peak_mb", peak_memory_mb());
+    if (step % log_every == 0 || step + 1 == steps) log_step(step, value, loss, rate, ms, grad_norm, token_inputs ? batch.inputs.numel() * dist.world_size : batch_size);
     if (step > 0 || steps == 1) step_ms_sum += ms, ++timed_steps;  // the first step includes warm-up costs
     if (auto it = loss.stats.find("align_share"); it != loss.stats.end()) align_share_sum += it->second, ++align_steps;
     result.final_loss = value;
     ++ran;
     const bool last = step + 1 == steps;
     if (eval_every > 0 && (step + 1) % eval_every == 0 && !last) run_eval(step + 1);
-    if (!options.run_dir.empty() && checkpoint_next && !last) {
+    if (!options.run_dir.empty() && checkpoint_next && !last && rank0) {
       state.step = step + 1;
       state.wall_before += reporter.elapsed();
       save_checkpoint(options.run_dir, trainable, ema, optimizer, state, *dataset);
@@ -590,7 +626,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   if (cuda) reporter.summary("peak_memory_mb", fmt::format("{:.1f}", peak_memory_mb()));
 
   const std::int64_t sim_examples = config.train.integer("similarity_examples");
-  if (teacher && student && sim_examples > 0 && supports(*student, tap::kMixing) && supports(*teacher, tap::kAttention)) {
+  if (rank0 && teacher && student && sim_examples > 0 && supports(*student, tap::kMixing) && supports(*teacher, tap::kAttention)) {
     std::vector<std::int64_t> indices(static_cast<std::size_t>(std::min(sim_examples, dataset->size(Split::test))));
     std::iota(indices.begin(), indices.end(), 0);
     const at::Tensor inputs = dataset->get(Split::test, indices).inputs.to(device);
@@ -606,7 +642,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     if (n > 0) reporter.summary("attn_similarity", fmt::format("{:.4f}", sum / n));
   }
 
-  if (!options.run_dir.empty()) {  // the trained model, loadable by later runs through "@ref:...:checkpoint"
+  if (!options.run_dir.empty() && rank0) {  // the trained model, loadable by later runs through "@ref:...:checkpoint"
     with_ema([&] {
       trained.save_checkpoint(options.run_dir / "model");
       return 0;

@@ -19,7 +19,7 @@ namespace cab::sweep {
 /// Writes protocol messages to a file descriptor, buffered; metrics are flushed at most every 100 ms.
 class CAB_API Reporter {
  public:
-  /// fd < 0: a reporter that discards everything (runs outside a sweep).
+  /// fd < 0: a reporter that discards everything but errors, which go to stderr (runs outside a sweep).
   explicit Reporter(int fd);
   ~Reporter();
   Reporter(const Reporter&) = delete;

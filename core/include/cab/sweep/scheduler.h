@@ -33,8 +33,11 @@ CAB_API int run_worker(const std::string& config_text, const plugin::Registry& r
                        bool checkpoint_on_signal = false);
 
 struct CAB_API SchedulerOptions {
-  std::vector<std::string> gpus;  ///< one worker per GPU (CUDA_VISIBLE_DEVICES); empty: CPU workers
+  std::vector<std::string> gpus;  ///< one worker per entry (its CUDA_VISIBLE_DEVICES; see gpu_slots); empty: CPU workers
   int workers = 1;                ///< CPU workers when no GPUs are given
+  /// Processes that train one run data-parallel (RANK/WORLD_SIZE/… set for each): consecutive groups of this
+  /// many GPU slots form one run's GPUs; without GPUs, each CPU worker becomes this many processes.
+  int ranks_per_run = 1;
   double timeout_s = 0;           ///< per-run wall-clock limit (0: none)
   double stale_after_s = 120;     ///< heartbeat age after which a running run of a vanished host is recovered
   std::filesystem::path executable;           ///< the program to start workers with (`--worker`)
@@ -63,6 +66,15 @@ CAB_API bool matches(const std::map<std::string, std::string>& params,
 /// Replaces "@ref:" values of a run config by the referenced runs' summary values. Throws cab::Error when
 /// a reference names no run, several runs, a run that has not finished, or a missing artifact.
 CAB_API std::string resolve_references(const std::string& config_toml, const store::Store& store);
+
+/// The GPUs of this host a sweep may use: the entries of CUDA_VISIBLE_DEVICES when it is set, else every
+/// GPU the NVIDIA driver lists (/proc/driver/nvidia/gpus), as CUDA ordinals "0", "1", …; empty without any.
+CAB_API std::vector<std::string> visible_gpus();
+
+/// The worker slots of `--gpus SPEC`: "all" (visible_gpus(); an error when there is none) or a comma list of
+/// GPU ids, each repeated `runs_per_gpu` times (several small runs sharing a GPU). Throws cab::ConfigError
+/// for an empty list or runs_per_gpu < 1.
+CAB_API std::vector<std::string> gpu_slots(const std::string& spec, int runs_per_gpu);
 
 /// "hostname:pid" of this process, the owner recorded on claimed runs.
 CAB_API std::string host_identity();

@@ -1,0 +1,150 @@
+// Data-parallel training of one run: the same global batch split over two processes (the TCP-store collectives
+// on CPU; CI has no GPU) must follow the single-process loss curve over 100 steps of a real CAB run (a DeiT-style
+// teacher distilled into a Vim student on Fashion-MNIST, soft KD + B/C alignment through MLP bridges), with only
+// rank 0 writing to the database. On a GPU: NCCL's process group (one rank: two ranks cannot share one GPU)
+// against the same run without a process group.
+#include <gtest/gtest.h>
+
+#include <torch/cuda.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include "cab/store/store.h"
+#include "test_support.h"
+
+namespace {
+
+const std::string kSweep = std::string(CAB_TEST_BIN_DIR) + "/cab-sweep";
+
+std::string run_config(const std::string& device, int steps) {
+  return "[run]\nseed = 1\ndevice = \"" + device + "\"\n"
+         "[dataset]\nname = \"fashion-mnist\"\n"
+         "[teacher]\nname = \"vit\"\nimage_size = 28\npatch_size = 7\nchannels = 1\nclasses = 10\nd_model = 32\n"
+         "n_layer = 2\nheads = 2\nmlp_ratio = 2.0\n"
+         "[student]\nname = \"vim\"\nimage_size = 28\npatch_size = 7\nchannels = 1\nclasses = 10\nd_model = 32\n"
+         "n_layer = 2\nd_state = 8\ninit = \"identity\"\n"
+         "[method]\nname = \"cab\"\n[alignment]\nname = \"cab-bc\"\n[bridge]\nname = \"mlp\"\nhidden = 32\n"
+         "[train]\nsteps = " + std::to_string(steps) + "\nbatch_size = 32\nlr = 2e-3\nwarmup_steps = 10\n"
+         "data_fraction = 0.05\neval_examples = 500\nsimilarity_examples = 0\nprecision = \"fp32\"\n";
+}
+
+class DataParallel : public cab::test::TempDirTest {
+ protected:
+  // The sweep of one run (the run config's tables as [base] keys).
+  std::string sweep_file(const std::string& device, int steps) {
+    std::istringstream in(run_config(device, steps));
+    std::string line, table, body = "[sweep]\nname = \"dp\"\n[base]\n";
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      if (line.front() == '[') table = line.substr(1, line.size() - 2);
+      else body += table + "." + line + "\n";
+    }
+    return write("dp.toml", body).string();
+  }
+  std::map<std::int64_t, double> losses(const std::string& db, std::map<std::string, std::string>* provenance,
+                                        std::map<std::string, std::string>* summary, std::size_t* metric_rows) {
+    cab::store::Store store(db);
+    const auto runs = store.runs(store.find_sweep("dp")->id);
+    EXPECT_EQ(runs.size(), 1u);
+    EXPECT_EQ(runs.at(0).status, cab::store::Status::finished) << runs.at(0).error;
+    *provenance = store.provenance(runs[0].id);
+    *summary = store.summary(runs[0].id);
+    std::map<std::int64_t, double> out;
+    *metric_rows = static_cast<std::size_t>(store.metric_count(runs[0].id));
+    SQLite::Statement q(store.database(), "SELECT step, value FROM metrics WHERE run_id = ? AND key = 'loss'");
+    q.bind(1, runs[0].id);
+    while (q.executeStep()) out[q.getColumn(0).getInt64()] = q.getColumn(1).getDouble();
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_F(DataParallel, TwoProcessesFollowTheSingleProcessLossCurve) {
+  const std::string file = sweep_file("cpu", 100);
+  const std::string one = (dir_ / "one.sqlite").string(), two = (dir_ / "two.sqlite").string();
+  auto r = cab::test::run_command(kSweep + " --plain --db " + one + " " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = cab::test::run_command(kSweep + " --plain --gpus-per-run 2 --db " + two + " " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("as 2 processes"), std::string::npos) << r.output;
+
+  std::map<std::string, std::string> p1, p2, s1, s2;
+  std::size_t rows1 = 0, rows2 = 0;
+  const auto a = losses(one, &p1, &s1, &rows1), b = losses(two, &p2, &s2, &rows2);
+  ASSERT_EQ(a.size(), 100u);
+  ASSERT_EQ(b.size(), 100u);
+  EXPECT_EQ(p1.count("world_size"), 0u);
+  EXPECT_EQ(p2.at("world_size"), "2");
+  EXPECT_EQ(p2.at("collectives"), "tcp-store");
+  EXPECT_GE(std::stoi(p2.at("gradient_buckets")), 1);
+  EXPECT_EQ(rows1, rows2) << "rank 1 must not report: the same metrics, once";
+  // The loss of each step is the global batch's in both runs; the tolerance covers summation order only.
+  double worst = 0;
+  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  std::cout << "largest relative loss difference over 100 steps, 2 processes vs 1: " << worst << "\n";
+  EXPECT_LT(worst, 1e-5) << "largest relative loss difference over 100 steps";
+  EXPECT_GT(a.at(0) - a.at(99), 0.3) << "the run must learn, or matching curves prove little";
+  EXPECT_NEAR(std::stod(s1.at("top1")), std::stod(s2.at("top1")), 0.5);
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "logs" / "dp" / "run-1-attempt-1.log.rank1"));
+}
+
+TEST_F(DataParallel, BatchNotDivisibleByTheProcessesIsAClearError) {
+  std::string file = sweep_file("cpu", 3);
+  std::string text;
+  {
+    std::ifstream in(file);
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  text.replace(text.find("train.batch_size = 32"), 21, "train.batch_size = 33");
+  file = write("dp.toml", text).string();
+  const std::string db = (dir_ / "odd.sqlite").string();
+  const auto r = cab::test::run_command(kSweep + " --plain --gpus-per-run 2 --db " + db + " " + file);
+  EXPECT_NE(r.exit_code, 0);
+  cab::store::Store store(db);
+  const auto runs = store.runs(store.find_sweep("dp")->id);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].status, cab::store::Status::failed);
+  EXPECT_NE(runs[0].error.find("train.batch_size = 33 is not divisible by the 2"), std::string::npos) << runs[0].error;
+}
+
+// `cab-sweep train` under torchrun's variables on one GPU: the NCCL process group with one rank against the same
+// run without one.
+TEST_F(DataParallel, NcclProcessGroupOnOneGpuMatchesThePlainRun) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const auto config = write("run.toml", run_config("cuda", 60)).string();
+  auto parse = [](const std::string& out, std::map<std::string, std::string>* prov) {
+    std::map<std::int64_t, double> loss;
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line)) {
+      std::vector<std::string> f;
+      std::stringstream ss(line);
+      std::string x;
+      while (std::getline(ss, x, '\t')) f.push_back(x);
+      if (f.size() == 5 && f[0] == "M" && f[3] == "loss") loss[std::stoll(f[1])] = std::stod(f[4]);
+      if (f.size() == 3 && f[0] == "P") (*prov)[f[1]] = f[2];
+    }
+    return loss;
+  };
+  std::map<std::string, std::string> p1, p2;
+  auto r = cab::test::run_command(kSweep + " train " + config);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto a = parse(r.output, &p1);
+  r = cab::test::run_command("WORLD_SIZE=1 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29531 " + kSweep + " train " + config);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto b = parse(r.output, &p2);
+  EXPECT_EQ(p2.at("collectives"), "nccl");
+  ASSERT_EQ(a.size(), 60u);
+  ASSERT_EQ(b.size(), 60u);
+  double worst = 0;
+  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  std::cout << "largest relative loss difference over 60 steps, NCCL (1 rank) vs plain: " << worst << "\n";
+  EXPECT_LT(worst, 1e-3) << "largest relative loss difference over 60 steps";
+}
