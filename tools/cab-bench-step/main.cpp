@@ -25,6 +25,7 @@
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include "cab/cli/cli.h"
 #include "cab/config/section.h"
@@ -67,8 +68,11 @@ template <class Step>
 void profile_steps(const Setup& s, const std::string& method, bool bf16, Step&& step) {
   namespace prof = torch::autograd::profiler;
   constexpr int kSteps = 3;
-  prof::enableProfiler(torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::KINETO),
-                       {torch::profiler::impl::ActivityType::CPU, torch::profiler::impl::ActivityType::CUDA});
+  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+  const std::set<torch::profiler::impl::ActivityType> activities = {torch::profiler::impl::ActivityType::CPU,
+                                                                     torch::profiler::impl::ActivityType::CUDA};
+  prof::prepareProfiler(config, activities);  // what torch.profiler does first (sets up Kineto/CUPTI)
+  prof::enableProfiler(config, activities);
   for (int i = 0; i < kSteps; ++i) step();
   torch::cuda::synchronize();
   const auto result = prof::disableProfiler();
