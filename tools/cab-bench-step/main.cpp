@@ -10,6 +10,9 @@
 // on the values. Peak memory is the whole process's (models, inputs, optimizer state, activations), as
 // PyTorch's peak GPU memory is. The reference figures (PyTorch + mamba_ssm on one H100) are PERFORMANCE.md's
 // published ones, quoted, not measured in the same run: mamba_ssm is not installed on the GPU host.
+// Launched like torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; one process per GPU), the step is
+// the trainer's data-parallel one: --batch is the global batch, split over the processes; gradients are averaged
+// through NCCL (cab/train/distributed.h); images/s counts the global batch; rank 0 prints.
 #include <boost/program_options.hpp>
 #include <fmt/format.h>
 
@@ -33,6 +36,7 @@
 #include "cab/plugin/registry.h"
 #include "cab/train/autocast.h"
 #include "cab/train/device_memory.h"
+#include "cab/train/distributed.h"
 
 namespace po = boost::program_options;
 using cab::plugin::Kind;
@@ -53,7 +57,8 @@ struct Setup {
   int64_t image_size = 224;
   int warmup = 3, iterations = 10;
   std::string profile;  // with --profile: a Chrome trace per case (PREFIX-<case>-<precision>.json) and a kernel summary
-  cab::Batch batch;
+  cab::Batch batch;                             // this process's share of the global batch
+  cab::train::Communicator* comm = nullptr;     // data-parallel (launched like torchrun), else null
 };
 
 struct Result {
@@ -149,10 +154,17 @@ Result run_case(const Setup& s, const std::string& method_name, bool bf16) {
         for (const auto& p : m->parameters())
           if (p.requires_grad()) params.push_back(p);
     torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(5e-4).weight_decay(0.05));
+    std::unique_ptr<cab::train::GradientSync> sync;  // data-parallel: rank 0's weights, gradients averaged
+    if (s.comm) {
+      at::NoGradGuard no_grad;
+      for (auto& p : params) s.comm->broadcast(p.detach(), 0);
+      sync = std::make_unique<cab::train::GradientSync>(*s.comm, params);
+    }
 
     int64_t step = 0;
     auto train_step = [&] {
       optimizer.zero_grad();
+      if (sync) sync->begin();
       cab::LossTerms loss;
       {
         cab::train::Autocast autocast(bf16);
@@ -160,6 +172,7 @@ Result run_case(const Setup& s, const std::string& method_name, bool bf16) {
       }
       r.loss = loss.total.item<double>();  // a device sync, as in the trainer
       if (!loss.backpropagated) loss.total.backward();
+      if (sync) sync->finish();
       torch::nn::utils::clip_grad_norm_(params, 1.0);
       optimizer.step();
       return loss;
@@ -226,6 +239,23 @@ int main(int argc, char** argv) {
     std::cerr << "cab-bench-step: needs a CUDA device (it times the training step on the GPU)\n";
     return cab::cli::kNotAvailable;
   }
+  // Data-parallel when launched like torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT): the global
+  // batch --batch is split over the processes, gradients are averaged as in the trainer, and rank 0 prints.
+  const auto dist = cab::train::DistributedEnv::from_environment();
+  std::unique_ptr<cab::train::Communicator> comm;
+  if (dist.launched) {
+    if (vm.count("profile")) {
+      std::cerr << "cab-bench-step: --profile profiles one process; leave out WORLD_SIZE for it\n";
+      return cab::cli::kUsage;
+    }
+    if (vm["batch"].as<int64_t>() % dist.world_size != 0) {
+      std::cerr << fmt::format("cab-bench-step: --batch {} does not split over WORLD_SIZE={} processes\n",
+                               vm["batch"].as<int64_t>(), dist.world_size);
+      return cab::cli::kUsage;
+    }
+    comm = cab::train::connect(dist, at::Device(at::kCUDA, static_cast<at::DeviceIndex>(
+                                                              dist.local_rank % torch::cuda::device_count())));
+  }
   cab::plugin::Registry registry;
   const auto named = vm.count("plugins") ? vm["plugins"].as<std::vector<std::string>>() : std::vector<std::string>();
   cab::cli::load_plugins(registry, std::vector<std::filesystem::path>(named.begin(), named.end()));
@@ -236,9 +266,11 @@ int main(int argc, char** argv) {
   s.warmup = vm["warmup"].as<int>();
   s.iterations = vm["iterations"].as<int>();
   if (vm.count("profile")) s.profile = vm["profile"].as<std::string>();
-  const int64_t b = vm["batch"].as<int64_t>();
+  const int64_t b = vm["batch"].as<int64_t>();  // the global batch
+  const int64_t local = b / dist.world_size;
   const at::TensorOptions cuda = at::TensorOptions(at::Device(at::kCUDA));
-  s.batch = {at::randn({b, 3, s.image_size, s.image_size}, cuda), at::randint(0, 1000, {b}, cuda.dtype(at::kLong))};
+  s.batch = {at::randn({local, 3, s.image_size, s.image_size}, cuda), at::randint(0, 1000, {local}, cuda.dtype(at::kLong))};
+  s.comm = comm.get();
   const bool reference_shape = b == 128 && s.image_size == 224;
 
   for (const std::string p : {"bf16", "fp32"}) {
@@ -251,6 +283,8 @@ int main(int argc, char** argv) {
                                      "\"image_size\": {}, \"teacher\": \"vit/deit-tiny\", \"student\": \"vim/vim-tiny\"",
                                      m, m, p, b, s.image_size);
       if (m == "cab") line += ", \"alignment\": \"cab-bc\", \"bridge\": \"mlp\"";
+      if (dist.launched) line += fmt::format(", \"world_size\": {}, \"collectives\": \"{}\"", dist.world_size, comm->backend());
+      if (dist.rank != 0) continue;  // rank 0 speaks for the run
       if (r.oom) {
         std::cout << line << ", \"oom\": true}" << std::endl;
         continue;
