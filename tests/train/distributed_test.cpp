@@ -21,6 +21,7 @@
 namespace {
 
 const std::string kSweep = std::string(CAB_TEST_BIN_DIR) + "/cab-sweep";
+const std::string kFixtures = std::string(CAB_TEST_BUILD_DIR) + "/tests/fixtures/train";
 
 std::string run_config(const std::string& device, int steps) {
   return "[run]\nseed = 1\ndevice = \"" + device + "\"\n"
@@ -93,6 +94,30 @@ TEST_F(DataParallel, TwoProcessesFollowTheSingleProcessLossCurve) {
   EXPECT_GT(a.at(0) - a.at(99), 0.3) << "the run must learn, or matching curves prove little";
   EXPECT_NEAR(std::stod(s1.at("top1")), std::stod(s2.at("top1")), 0.5);
   EXPECT_TRUE(std::filesystem::exists(dir_ / "logs" / "dp" / "run-1-attempt-1.log.rank1"));
+}
+
+// A method that calls backward twice per step: the second pass reaches buckets already sent, so GradientSync
+// all-reduces everything again after the backward; the result must still equal one process's.
+TEST_F(DataParallel, SeveralBackwardPassesPerStepStillAverageExactly) {
+  const std::string file = write("dp.toml", "[sweep]\nname = \"dp\"\n[base]\nrun.device = \"cpu\"\n"
+                                            "dataset.name = \"fixture-blobs\"\nstudent.name = \"fixture-mlp\"\n"
+                                            "method.name = \"fixture-ce\"\nmethod.backward_passes = 2\n"
+                                            "train.steps = 60\ntrain.batch_size = 16\ntrain.lr = 0.01\n").string();
+  const std::string one = (dir_ / "one.sqlite").string(), two = (dir_ / "two.sqlite").string();
+  auto r = cab::test::run_command(kSweep + " -P " + kFixtures + " --plain --db " + one + " " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = cab::test::run_command(kSweep + " -P " + kFixtures + " --plain --gpus-per-run 2 --db " + two + " " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::string, std::string> p1, p2, s1, s2;
+  std::size_t rows1 = 0, rows2 = 0;
+  const auto a = losses(one, &p1, &s1, &rows1), b = losses(two, &p2, &s2, &rows2);
+  ASSERT_EQ(a.size(), 60u);
+  ASSERT_EQ(b.size(), 60u);
+  double worst = 0;
+  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  std::cout << "largest relative loss difference over 60 steps with 2 backward passes per step: " << worst << "\n";
+  EXPECT_LT(worst, 1e-5);
+  EXPECT_GT(a.at(0) - a.at(59), 0.2) << "the run must learn";
 }
 
 TEST_F(DataParallel, BatchNotDivisibleByTheProcessesIsAClearError) {
