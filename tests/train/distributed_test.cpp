@@ -120,6 +120,25 @@ TEST_F(DataParallel, SeveralBackwardPassesPerStepStillAverageExactly) {
   EXPECT_GT(a.at(0) - a.at(59), 0.2) << "the run must learn";
 }
 
+// One rank dies (abort) while rank 0 waits for it in a collective: the host notices, ends rank 0 after its grace
+// and records the run as failed, naming the rank and its log.
+TEST_F(DataParallel, ARankThatDiesFailsTheRunWithItsName) {
+  const std::string file = write("dp.toml", "[sweep]\nname = \"dp\"\n[base]\nrun.device = \"cpu\"\n"
+                                            "dataset.name = \"fixture-blobs\"\nstudent.name = \"fixture-mlp\"\n"
+                                            "method.name = \"fixture-ce\"\nmethod.crash = \"abort\"\n"
+                                            "method.crash_at_step = 3\nmethod.crash_rank = 1\n"
+                                            "train.steps = 20\ntrain.batch_size = 16\n").string();
+  const std::string db = (dir_ / "crash.sqlite").string();
+  const auto r = cab::test::run_command(kSweep + " -P " + kFixtures + " --plain --gpus-per-run 2 --db " + db + " " + file);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  cab::store::Store store(db);
+  const auto runs = store.runs(store.find_sweep("dp")->id);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].status, cab::store::Status::failed);
+  EXPECT_NE(runs[0].error.find("data-parallel rank 1 died of signal 6"), std::string::npos) << runs[0].error;
+  EXPECT_NE(runs[0].error.find("run-1-attempt-1.log.rank1"), std::string::npos) << runs[0].error;
+}
+
 TEST_F(DataParallel, BatchNotDivisibleByTheProcessesIsAClearError) {
   std::string file = sweep_file("cpu", 3);
   std::string text;
