@@ -139,6 +139,33 @@ TEST_F(DataParallel, ARankThatDiesFailsTheRunWithItsName) {
   EXPECT_NE(runs[0].error.find("run-1-attempt-1.log.rank1"), std::string::npos) << runs[0].error;
 }
 
+// A Slurm task with several GPUs ([slurm] gpus = 2) trains its run data-parallel: the job script passes
+// --gpus-per-run, run-one starts the ranks (CPU processes here: the task is shown no GPU), and the collected run
+// says so.
+TEST_F(DataParallel, SlurmTasksWithSeveralGpusTrainTheirRunDataParallel) {
+  const std::string file = write("dp.toml", "[sweep]\nname = \"dp\"\n[base]\nrun.device = \"cpu\"\n"
+                                            "dataset.name = \"fixture-blobs\"\nstudent.name = \"fixture-mlp\"\n"
+                                            "method.name = \"fixture-ce\"\ntrain.steps = 30\ntrain.batch_size = 16\n"
+                                            "[slurm]\ngpus = 2\n").string();
+  const std::string db = (dir_ / "slurm.sqlite").string(), plan = (dir_ / "plan").string();
+  auto r = cab::test::run_command(kSweep + " -P " + kFixtures + " --db " + db + " " + file + " --emit slurm --out " + plan);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(plan + "/job.sbatch");
+  const std::string script((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(script.find("#SBATCH --gres=gpu:2\n"), std::string::npos) << script;
+  EXPECT_NE(script.find(" --gpus-per-run 2 "), std::string::npos) << script;
+  r = cab::test::run_command("CUDA_VISIBLE_DEVICES= " + kSweep + " run-one " + plan +
+                             " --index 0 --gpus-per-run 2 -P " + kFixtures);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("as 2 processes"), std::string::npos) << r.output;
+  r = cab::test::run_command(kSweep + " collect " + plan + " --db " + db);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::string, std::string> prov, summary;
+  std::size_t rows = 0;
+  EXPECT_EQ(losses(db, &prov, &summary, &rows).size(), 30u);
+  EXPECT_EQ(prov["world_size"], "2");
+}
+
 TEST_F(DataParallel, BatchNotDivisibleByTheProcessesIsAClearError) {
   std::string file = sweep_file("cpu", 3);
   std::string text;

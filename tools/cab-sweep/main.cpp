@@ -219,6 +219,7 @@ int run_one_command(const std::vector<std::string>& positional, const po::variab
   options.worker_arguments = plugin_args;
   options.timeout_s = vm["timeout"].as<double>();
   options.grace_s = vm["grace"].as<double>();
+  options.gpus_per_run = vm["gpus-per-run"].as<int>();
   switch (cab::sweep::run_one(options, std::cout)) {
     case Status::finished:
     case Status::running: return cab::cli::kOk;  // running: another task has it

@@ -363,6 +363,7 @@ std::string job_script(const Plan& plan, const fs::path& dir, const SlurmOptions
   s += "export OMP_NUM_THREADS=\"${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}\"\n";
   std::string command = fmt::format("exec {} run-one {} --index \"$SLURM_ARRAY_TASK_ID\" --grace {}",
                                     shell_quote(o.executable), shell_quote(d), o.grace_s);
+  if (o.gpus > 1) command += fmt::format(" --gpus-per-run {}", o.gpus);  // one run, data-parallel on the task's GPUs
   for (const auto& p : plan.plugin_paths) command += " -P " + shell_quote(p);
   s += command + "\n";
   return s;
@@ -538,6 +539,17 @@ store::Status run_one(const RunOneOptions& options, std::ostream& progress) {
 
     SchedulerOptions so;
     so.workers = 1;
+    so.ranks_per_run = std::max(1, options.gpus_per_run);
+    if (so.ranks_per_run > 1) {
+      const auto gpus = visible_gpus();
+      if (!gpus.empty() && static_cast<int>(gpus.size()) < so.ranks_per_run) {
+        std::string seen;
+        for (const auto& g : gpus) seen += (seen.empty() ? "" : ",") + g;
+        throw ConfigError(fmt::format("--gpus-per-run {}: this task sees only {} GPU(s) ({})", so.ranks_per_run,
+                                      gpus.size(), seen));
+      }
+      if (!gpus.empty()) so.gpus.assign(gpus.begin(), gpus.begin() + so.ranks_per_run);
+    }
     so.timeout_s = options.timeout_s;
     so.stop_grace_s = options.grace_s;
     so.executable = options.executable;

@@ -115,6 +115,9 @@ struct CAB_API RunOneOptions {
   std::vector<std::string> worker_arguments;   ///< plugin paths
   double timeout_s = 0;
   double grace_s = 60;
+  /// > 1: train the run data-parallel with this many processes, one per GPU the task sees (its first ones;
+  /// CPU processes when it sees none), as the sweep host's --gpus-per-run does.
+  int gpus_per_run = 1;
 };
 
 /// Runs plan index `index` in a worker process (as the sweep host does), in a result database under
