@@ -154,7 +154,9 @@ Result run_case(const Setup& s, const std::string& method_name, bool bf16) {
         for (const auto& p : m->parameters())
           if (p.requires_grad()) params.push_back(p);
     torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(5e-4).weight_decay(0.05));
-    std::unique_ptr<cab::train::GradientSync> sync;  // data-parallel: rank 0's weights, gradients averaged
+    // Data-parallel: rank 0's weights, gradients averaged. Unlike the trainer, which skips it for one process,
+    // this also runs the machinery with WORLD_SIZE=1, so that its cost on one GPU can be measured.
+    std::unique_ptr<cab::train::GradientSync> sync;
     if (s.comm) {
       at::NoGradGuard no_grad;
       for (auto& p : params) s.comm->broadcast(p.detach(), 0);

@@ -48,6 +48,21 @@ std::string signal_name(int sig) {
   }
 }
 
+// The comma-separated entries of `list`, blanks around each removed (empty entries kept).
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    const auto comma = list.find(',', start);
+    std::string entry = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    entry.erase(0, entry.find_first_not_of(" \t"));
+    entry.erase(entry.find_last_not_of(" \t") + 1);
+    out.push_back(std::move(entry));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
 // torchrun's variables: the host sets them itself for a data-parallel run and never passes its own on.
 bool launcher_variable(const char* entry) {
   for (const char* name : {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "MASTER_ADDR=", "MASTER_PORT="})
@@ -591,17 +606,9 @@ std::vector<std::string> visible_gpus() {
   if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES")) {
     // The ordinals a child sees are the positions in this list (CUDA renumbers them from 0); keep the user's
     // entries (ids or UUIDs) so each worker gets exactly one of them. An entry CUDA cannot parse ends the list.
-    std::string list = env;
-    std::size_t start = 0;
-    while (start <= list.size()) {
-      const auto comma = list.find(',', start);
-      std::string entry = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      entry.erase(0, entry.find_first_not_of(" \t"));
-      entry.erase(entry.find_last_not_of(" \t") + 1);
+    for (auto& entry : split_commas(env)) {
       if (entry.empty() || entry == "-1") break;
-      out.push_back(entry);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
+      out.push_back(std::move(entry));
     }
     return out;
   }
@@ -622,17 +629,11 @@ std::vector<std::string> gpu_slots(const std::string& spec, int runs_per_gpu) {
   if (spec == "all") {
     gpus = visible_gpus();
     if (gpus.empty())
-      throw ConfigError("--gpus all: this host has no GPU (no /proc/driver/nvidia/gpus entries, CUDA_VISIBLE_DEVICES "
-                        "unset); leave --gpus out to run on CPU workers");
+      throw ConfigError("--gpus all: no GPU is visible (CUDA_VISIBLE_DEVICES lists none, or it is unset and "
+                        "/proc/driver/nvidia/gpus has no entries); leave --gpus out to run on CPU workers");
   } else {
-    std::size_t start = 0;
-    while (start <= spec.size()) {
-      const auto comma = spec.find(',', start);
-      const std::string gpu = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (!gpu.empty()) gpus.push_back(gpu);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
+    for (auto& gpu : split_commas(spec))
+      if (!gpu.empty()) gpus.push_back(std::move(gpu));
     if (gpus.empty())
       throw ConfigError(fmt::format("--gpus '{}': expected 'all' or a comma-separated list of GPU ids such as 0,1", spec));
   }

@@ -438,11 +438,11 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   reporter.flush();
   // Every rank starts from rank 0's weights (they are equal already when the seeds are; this makes it certain),
   // and its gradients are averaged over the ranks after each backward.
+  // (One process has nothing to average: no hooks, no bucket copies.)
   std::unique_ptr<GradientSync> sync;
-  if (comm) {
+  if (comm && comm->size() > 1) {
     at::NoGradGuard no_grad;
-    if (comm->size() > 1)
-      for (auto& p : params) comm->broadcast(p.detach(), 0);
+    for (auto& p : params) comm->broadcast(p.detach(), 0);
     sync = std::make_unique<GradientSync>(*comm, params);
     reporter.provenance("gradient_buckets", std::to_string(sync->buckets()));
   }
@@ -528,7 +528,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     const auto t0 = std::chrono::steady_clock::now();
     // A stop request (the worker's SIGTERM/SIGUSR1) ends the run after this step, with a checkpoint.
     bool stop_now = options.stop_requested && options.stop_requested->load();
-    if (comm && comm->size() > 1) {  // every rank stops after the same step
+    if (options.stop_requested && comm && comm->size() > 1) {  // every rank stops after the same step
       at::Tensor flag = at::full({1}, stop_now ? 1.0f : 0.0f, at::TensorOptions(device));
       comm->all_reduce_sum(flag);
       stop_now = flag.item<float>() > 0;
