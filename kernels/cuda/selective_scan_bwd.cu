@@ -12,7 +12,7 @@ namespace cab::kernels::cuda {
 
 namespace detail {
 
-template <typename T, int kNS>
+template <typename T, int kNS, bool kScalarA>
 __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(ScanParams p) {
   constexpr int kT = kBwdTile;
   const BlockSetup<kT, kNS> block(p, true);
@@ -20,7 +20,7 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(Sc
   const SmemLayout& L = block.L;
   const SharedArrays& S = block.s;
   const int at_c = block.at_c;
-  const int64_t len = p.shape.len, N = p.shape.dstate;
+  const int64_t len = p.shape.len, N = p.shape.dstate, hd = p.shape.head_dim;
   const int K = p.plan.chunks, k = blockIdx.y;
   const int64_t tile_begin = block.tiles.begin, tile_end = block.tiles.end, tiles_total = block.tiles.total;
   const int64_t ntiles = tile_end - tile_begin;
@@ -28,8 +28,6 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(Sc
   float* s_redB = S.red;                          // [warps][kT][npad] partial sums of ∂B
   float* s_redC = S.red + kWarps * kT * G.npad;   // and of ∂C
   float* s_hist = S.hist + threadIdx.x * kNS;     // this thread's states, step jj at jj · kThreads · kNS
-  const int64_t row0 = G.b * p.shape.dim + G.d0;
-  const int64_t bc0 = (G.b * p.shape.groups + G.g) * N;
 
   for (int di = 0; di < p.directions; ++di) {
     const ScanDirection& P = p.dir[di];
@@ -58,7 +56,7 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(Sc
 #pragma unroll
       for (int jj = 0; jj < kT; ++jj) {
         const int j = rev ? kT - 1 - jj : jj;
-        advance<kNS>(h, A2, S.dt[at_c + j], S.dt[at_c + j] * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
+        advance<kNS, kScalarA>(h, A2, S.dt[at_c + j], S.dt[at_c + j] * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
       }
     }
 
@@ -95,7 +93,7 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(Sc
       for (int jj = 0; jj < kT; ++jj) {  // h_{t−1} of every step of the tile
         const int j = rev ? kT - 1 - jj : jj;
         write_states<kNS>(s_hist + jj * kThreads * kNS, h);
-        advance<kNS>(h, A2, S.dt[at_c + j], S.dt[at_c + j] * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
+        advance<kNS, kScalarA>(h, A2, S.dt[at_c + j], S.dt[at_c + j] * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
       }
       // h is now the state after the tile's last step; walking back, the state after step jj is the one before jj+1.
 #pragma unroll 1
@@ -119,9 +117,10 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(Sc
         }
         float vB[kNS], vC[kNS], du_part = 0.f, ddt_part = 0.f;
         const float dtu = dt * uu;
+        const float a_scalar = scalar_decay<kNS, kScalarA>(A2, dt);
 #pragma unroll
         for (int n = 0; n < kNS; ++n) {
-          const float a = exp2_approx(dt * A2[n]);
+          const float a = decay<kNS, kScalarA>(A2, dt, n, a_scalar);
           const float g = fmaf(dy, Cj[n], q[n]);  // ∂L/∂h_t
           vC[n] = dy * h[n];
           vB[n] = g * dtu;
@@ -146,31 +145,41 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(Sc
         reduce_channels<kNS>(vC, G.lanes, G.s, s_redC + (warp * kT + j) * G.npad);
       }
       __syncthreads();
-      for (int e = threadIdx.x; e < G.ch * kT; e += kThreads) {
-        const int c = e / kT, j = e % kT;
-        const int64_t t = t0 + j;
-        if (c < G.nch && t < len) {
-          const int64_t idx = (row0 + c) * len + t;
-          const int at = c * L.channel_stride + j;
-          store(static_cast<T*>(P.du), idx, S.out0[at]);
-          store(static_cast<T*>(P.ddelta), idx, S.out1[at]);
-          if (P.z) store(static_cast<T*>(P.dz), idx, S.out2[at]);
+      auto flush = [&](void* dst, const Strides& st, const float* src) {
+        for_each_in_tile<kT>(G.ch, time_fast(st), [&](int c, int j) {
+          if (c < G.nch && t0 + j < len)
+            store(static_cast<T*>(dst), at3(st, G.b, G.d0 + c, t0 + j), src[c * L.channel_stride + j]);
+        });
+      };
+      flush(P.du, P.du_st, S.out0);
+      if (P.z) flush(P.dz, P.dz_st, S.out2);
+      if (hd == 1) {
+        flush(P.ddelta, P.ddelta_st, S.out1);
+      } else {
+        // One Δ per head: sum the block's channels of each head, then accumulate over the blocks of the head.
+        const int64_t h_first = G.d0 / hd, heads = (G.d0 + G.nch - 1) / hd - h_first + 1;
+        for (int e = threadIdx.x; e < heads * kT; e += kThreads) {
+          const int64_t head = h_first + e / kT, t = t0 + e % kT;
+          if (t >= len) continue;
+          const int64_t c_begin = head * hd - G.d0, c_end = (head + 1) * hd - G.d0;
+          float sum = 0.f;
+          for (int64_t c = c_begin > 0 ? c_begin : 0; c < (c_end < G.nch ? c_end : G.nch); ++c)
+            sum += S.out1[c * L.channel_stride + e % kT];
+          atomicAdd(static_cast<float*>(P.ddelta) + at3(P.ddelta_st, G.b, head, t), sum);
         }
       }
-      for (int e = threadIdx.x; e < G.npad * kT; e += kThreads) {
-        const int n = e / kT, j = e % kT;
-        const int64_t t = t0 + j;
-        if (n < N && t < len) {
-          float sb = 0.f, sc = 0.f;
+      auto flush_bc = [&](float* dst, const BcStrides& st, const float* red) {
+        for_each_in_tile<kT>(G.npad, time_fast(st), [&](int n, int j) {
+          if (n < N && t0 + j < len) {
+            float sum = 0.f;
 #pragma unroll
-          for (int w = 0; w < kWarps; ++w) {
-            sb += s_redB[(w * kT + j) * G.npad + n];
-            sc += s_redC[(w * kT + j) * G.npad + n];
+            for (int w = 0; w < kWarps; ++w) sum += red[(w * kT + j) * G.npad + n];
+            atomicAdd(dst + at4(st, G.b, G.g, n, t0 + j), sum);
           }
-          atomicAdd(P.dB + (bc0 + n) * len + t, sb);
-          atomicAdd(P.dC + (bc0 + n) * len + t, sc);
-        }
-      }
+        });
+      };
+      flush_bc(P.dB, P.dB_st, s_redB);
+      flush_bc(P.dC, P.dC_st, s_redC);
     }
 
     const bool first = rev ? k == K - 1 : k == 0;
@@ -188,11 +197,11 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) backward_kernel(Sc
   }
 }
 
-template <typename T, int kNS>
+template <typename T, int kNS, bool kScalarA>
 cudaError_t launch_backward(const ScanParams& p, cudaStream_t stream) {
   const SmemLayout L = smem_layout(p.plan.channels_per_block, p.plan.lanes * kNS, kBwdTile, kNS, true);
   const size_t bytes = static_cast<size_t>(L.total) * sizeof(float);
-  auto kernel = backward_kernel<T, kNS>;
+  auto kernel = backward_kernel<T, kNS, kScalarA>;
   if (bytes > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (err != cudaSuccess) return err;
@@ -211,8 +220,9 @@ cudaError_t scan_backward(const ScanParams& p, ScanDtype dtype, bool have_chunk_
     }
     if (const cudaError_t err = detail::launch_chunk_grads(p, dtype, stream); err != cudaSuccess) return err;
   }
-  return detail::dispatch(dtype, p.plan.states_per_lane, [&](auto tag, auto states) {
-    return detail::launch_backward<typename decltype(tag)::type, decltype(states)::value>(p, stream);
+  return detail::dispatch(dtype, p.plan, p.shape.scalar_A, [&](auto tag, auto states, auto scalar) {
+    return detail::launch_backward<typename decltype(tag)::type, decltype(states)::value, decltype(scalar)::value>(
+        p, stream);
   });
 }
 

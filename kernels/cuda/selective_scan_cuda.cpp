@@ -5,10 +5,13 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
+#include <numeric>
 #include <string>
 
 #include "scan_ops.h"
+#include "ssd_map.h"
 #include "selective_scan_cuda.cuh"
 
 namespace cab::kernels {
@@ -27,8 +30,14 @@ cuda::ScanDtype kernel_dtype(at::ScalarType t) {
   return t == at::kFloat ? cuda::ScanDtype::f32 : t == at::kHalf ? cuda::ScanDtype::f16 : cuda::ScanDtype::bf16;
 }
 
-void check_cuda(const ScanInputs& in, const char* direction) {
-  check_scan_inputs(in);
+void check_cuda(const ScanInputs& in, const char* direction, const ScanLayout& layout) {
+  if (layout.head_dim == 1) {
+    check_scan_inputs(in);
+  } else {  // Mamba-2: checked by check_ssd_inputs; delta is [batch, heads, L] here
+    ScanInputs per_channel = in;
+    per_channel.delta = in.u;
+    check_scan_inputs(per_channel);
+  }
   TORCH_CHECK(in.u.is_cuda(), "selective_scan (CUDA): ", direction, "inputs must be on a CUDA device, got ", in.u.device());
   const at::ScalarType t = element_type(in);
   TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16, "selective_scan (CUDA): ", direction,
@@ -40,12 +49,29 @@ void check_cuda(const ScanInputs& in, const char* direction) {
   TORCH_CHECK(in.u.numel() < (int64_t(1) << 40), "selective_scan (CUDA): inputs too large");
 }
 
-/// Contiguous device copies in the kernel's types (no copy when already so), and the pointers into them.
+cuda::Strides strides3(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
+cuda::BcStrides strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+/// A new tensor of ref's sizes, laid out like ref when ref is dense (so gradients of time-major views come back
+/// time-major), else contiguous.
+at::Tensor alloc_like(const ScanAllocator& alloc, const at::Tensor& ref, const at::TensorOptions& options, bool zero,
+                      const char* name) {
+  if (!ref.is_non_overlapping_and_dense()) return alloc(ref.sizes(), options, zero, name);
+  std::vector<int64_t> order(ref.dim());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return ref.stride(a) > ref.stride(b); });
+  std::vector<int64_t> sizes(ref.dim()), back(ref.dim());
+  for (std::size_t i = 0; i < order.size(); ++i) sizes[i] = ref.size(order[i]), back[order[i]] = static_cast<int64_t>(i);
+  return alloc(sizes, options, zero, name).permute(back);
+}
+
+/// The inputs in the kernel's types (converted only where the dtype differs; read in place through their strides
+/// otherwise), A, D, bias and h0 as contiguous fp32, and the pointers and strides into them.
 struct Staged {
   at::Tensor u, delta, B, C, z, A, D, bias, h0;
 
   Staged(const ScanInputs& in, at::ScalarType t) {
-    auto elem = [&](const at::Tensor& x) { return x.to(t).contiguous(); };
+    auto elem = [&](const at::Tensor& x) { return x.to(t); };
     auto fp32 = [](const at::Tensor& x) { return x.to(at::kFloat).contiguous(); };
     u = elem(in.u);
     delta = elem(in.delta);
@@ -68,6 +94,11 @@ struct Staged {
     d.D = D.defined() ? D.data_ptr<float>() : nullptr;
     d.delta_bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
     d.h0 = h0.defined() ? h0.data_ptr<float>() : nullptr;
+    d.u_st = strides3(u);
+    d.delta_st = strides3(delta);
+    if (z.defined()) d.z_st = strides3(z);
+    d.B_st = strides4(B);
+    d.C_st = strides4(C);
   }
 };
 
@@ -80,12 +111,13 @@ struct Launch {
   const ScanAllocator& alloc;
   std::vector<at::Tensor> keep;  // chunk buffers
 
-  Launch(const std::vector<ScanInputs>& dirs, double out_scale, const ScanAllocator& allocator) : alloc(allocator) {
+  Launch(const std::vector<ScanInputs>& dirs, double out_scale, const ScanAllocator& allocator, const ScanLayout& layout)
+      : alloc(allocator) {
     TORCH_CHECK(dirs.size() == 1 || dirs.size() == 2, "selective_scan (CUDA): one or two directions, got ", dirs.size());
     const char* names[] = {"", "backward direction: "};
     element = element_type(dirs[0]);
     for (std::size_t i = 0; i < dirs.size(); ++i) {
-      check_cuda(dirs[i], names[i]);
+      check_cuda(dirs[i], names[i], layout);
       element = at::promote_types(element, element_type(dirs[i]));
     }
     if (dirs.size() == 2) check_bidirectional_inputs(dirs[0], dirs[1]);
@@ -97,6 +129,8 @@ struct Launch {
     p.shape.len = in.u.size(2);
     p.shape.dstate = in.A.size(1);
     p.shape.groups = in.B.dim() == 4 ? in.B.size(1) : 1;
+    p.shape.head_dim = layout.head_dim;
+    p.shape.scalar_A = layout.scalar_A;
     p.plan = cuda::plan_scan(p.shape, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
     p.directions = static_cast<int>(dirs.size());
     p.delta_softplus = in.delta_softplus;
@@ -138,13 +172,14 @@ at::Tensor default_allocator(at::IntArrayRef sizes, const at::TensorOptions& opt
 }
 
 std::vector<at::Tensor> scan_cuda_forward(const std::vector<ScanInputs>& dirs, double out_scale,
-                                          const ScanAllocator& alloc) {
+                                          const ScanAllocator& alloc, const ScanLayout& layout) {
   const c10::cuda::CUDAGuard guard(dirs.at(0).u.device());
-  Launch launch(dirs, out_scale, alloc);
+  Launch launch(dirs, out_scale, alloc, layout);
   cuda::ScanParams& p = launch.params;
   launch.chunk_buffers(false);
-  at::Tensor y = alloc({p.shape.batch, p.shape.dim, p.shape.len}, launch.f32.dtype(launch.element), false, "y");
+  at::Tensor y = alloc_like(alloc, dirs[0].u, launch.f32.dtype(launch.element), false, "y");
   p.y = y.data_ptr();
+  p.y_st = strides3(y);
   std::vector<at::Tensor> out{y};
   for (int i = 0; i < p.directions; ++i) {
     out.push_back(alloc({p.shape.batch, p.shape.dim, p.shape.dstate}, launch.f32, false, "final_state"));
@@ -156,15 +191,17 @@ std::vector<at::Tensor> scan_cuda_forward(const std::vector<ScanInputs>& dirs, d
 }
 
 std::vector<ScanGrads> scan_cuda_backward(const std::vector<ScanInputs>& dirs, double out_scale, const at::Tensor& grad_y,
-                                          const std::vector<at::Tensor>& grad_finals, const ScanAllocator& alloc) {
+                                          const std::vector<at::Tensor>& grad_finals, const ScanAllocator& alloc,
+                                          const ScanLayout& layout) {
   const c10::cuda::CUDAGuard guard(dirs.at(0).u.device());
-  Launch launch(dirs, out_scale, alloc);
+  Launch launch(dirs, out_scale, alloc, layout);
   cuda::ScanParams& p = launch.params;
   const auto& shape = p.shape;
   TORCH_CHECK(grad_y.sizes() == dirs[0].u.sizes(), "selective_scan backward: grad_y must match u ", dirs[0].u.sizes(),
               ", got ", grad_y.sizes());
-  const at::Tensor dout = grad_y.to(grad_y.options().dtype(launch.element)).contiguous();
+  const at::Tensor dout = grad_y.to(grad_y.options().dtype(launch.element));
   p.dout = dout.data_ptr();
+  p.dout_st = strides3(dout);
   launch.chunk_buffers(true);
   const auto elem = launch.f32.dtype(launch.element);
   struct Outputs {
@@ -175,12 +212,15 @@ std::vector<ScanGrads> scan_cuda_backward(const std::vector<ScanInputs>& dirs, d
     const ScanInputs& in = dirs[i];
     Outputs& o = outs[i];
     cuda::ScanDirection& d = p.dir[i];
-    o.du = alloc(in.u.sizes(), elem, false, "du");
-    o.ddelta = alloc(in.u.sizes(), elem, false, "ddelta");
-    if (in.z) o.dz = alloc(in.u.sizes(), elem, false, "dz");
+    o.du = alloc_like(alloc, in.u, elem, false, "du");
+    // One Δ per head: the kernel sums the head's channels into an fp32 buffer.
+    o.ddelta = layout.head_dim == 1 ? alloc_like(alloc, in.delta, elem, false, "ddelta")
+                                    : alloc_like(alloc, in.delta, launch.f32, true, "ddelta");
+    if (in.z) o.dz = alloc_like(alloc, *in.z, elem, false, "dz");
     o.dA = alloc({shape.dim, shape.dstate}, launch.f32, true, "dA");
-    o.dB = alloc({shape.batch, shape.groups, shape.dstate, shape.len}, launch.f32, true, "dB");
-    o.dC = alloc({shape.batch, shape.groups, shape.dstate, shape.len}, launch.f32, true, "dC");
+    const at::Tensor& B4 = launch.staged[i].B;
+    o.dB = alloc_like(alloc, B4, launch.f32, true, "dB");
+    o.dC = alloc_like(alloc, launch.staged[i].C, launch.f32, true, "dC");
     if (in.D_skip) o.dD = alloc({shape.dim}, launch.f32, true, "dD");
     if (in.delta_bias) o.dbias = alloc({shape.dim}, launch.f32, true, "ddelta_bias");
     if (in.initial_state) o.dh0 = alloc({shape.batch, shape.dim, shape.dstate}, launch.f32, false, "dinitial_state");
@@ -200,6 +240,11 @@ std::vector<ScanGrads> scan_cuda_backward(const std::vector<ScanInputs>& dirs, d
     d.dbias = ptr(o.dbias);
     d.dh0 = ptr(o.dh0);
     d.dfinal = ptr(o.dfinal);
+    d.du_st = strides3(o.du);
+    d.ddelta_st = strides3(o.ddelta);
+    if (o.dz.defined()) d.dz_st = strides3(o.dz);
+    d.dB_st = strides4(o.dB);
+    d.dC_st = strides4(o.dC);
   }
   const at::Tensor scratch =
       alloc({static_cast<int64_t>(p.plan.scratch_floats(p.directions, shape.len))}, launch.f32, false, "scratch");
@@ -211,7 +256,11 @@ std::vector<ScanGrads> scan_cuda_backward(const std::vector<ScanInputs>& dirs, d
     const ScanInputs& in = dirs[i];
     const Outputs& o = outs[i];
     auto like = [](const at::Tensor& g, const at::Tensor& input) { return g.view(input.sizes()).to(input.scalar_type()); };
-    grads[i] = ScanGrads{like(o.du, in.u), like(o.ddelta, in.delta), like(o.dA, in.A), like(o.dB, in.B), like(o.dC, in.C),
+    // B, C of [batch, N, L] were staged as [batch, 1, N, L]: squeeze the group dimension back.
+    auto like_bc = [](const at::Tensor& g, const at::Tensor& input) {
+      return (input.dim() == 3 ? g.squeeze(1) : g).to(input.scalar_type());
+    };
+    grads[i] = ScanGrads{like(o.du, in.u), like(o.ddelta, in.delta), like(o.dA, in.A), like_bc(o.dB, in.B), like_bc(o.dC, in.C),
                          in.D_skip ? like(o.dD, *in.D_skip) : at::Tensor(), in.z ? like(o.dz, *in.z) : at::Tensor(),
                          in.delta_bias ? like(o.dbias, *in.delta_bias) : at::Tensor(),
                          in.initial_state ? like(o.dh0, *in.initial_state) : at::Tensor()};
@@ -255,6 +304,23 @@ std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, c
 
 namespace {
 
+/// The SSD: the scan with one Δ row per head and a scalar decay, on the inputs' own (time-major) strides.
+struct SsdCudaImpl {
+  static ScanLayout layout(const ScanInputs& ssd) { return ScanLayout{ssd.u.size(3), true}; }
+  static std::vector<at::Tensor> forward(const std::vector<ScanInputs>& dirs, double) {
+    const ScanInputs& s = dirs[0];
+    const auto out = scan_cuda_forward({ssd_as_scan(s, true)}, 1.0, default_allocator, layout(s));
+    return {scan_y_as_ssd(out[0], s), scan_state_as_ssd(out[1], s)};
+  }
+  static std::vector<ScanGrads> backward(const std::vector<ScanInputs>& dirs, double, const at::Tensor& grad_y,
+                                         const std::vector<at::Tensor>& grad_finals) {
+    const ScanInputs& s = dirs[0];
+    const auto g = scan_cuda_backward({ssd_as_scan(s, true)}, 1.0, ssd_grad_y_as_scan(grad_y),
+                                      {ssd_state_as_scan(grad_finals[0])}, default_allocator, layout(s));
+    return {scan_grads_as_ssd(g[0], s, true)};
+  }
+};
+
 struct CudaImpl {
   static std::vector<at::Tensor> forward(const std::vector<ScanInputs>& dirs, double out_scale) {
     return scan_cuda_forward(dirs, out_scale);
@@ -272,6 +338,8 @@ TORCH_LIBRARY_IMPL(cab, CUDA, m) {
   m.impl("selective_scan_bwd", &ScanOps<CudaImpl>::bwd);
   m.impl("bi_selective_scan_fwd", &ScanOps<CudaImpl>::bi_fwd);
   m.impl("bi_selective_scan_bwd", &ScanOps<CudaImpl>::bi_bwd);
+  m.impl("ssd_scan_fwd", &ScanOps<SsdCudaImpl>::fwd);
+  m.impl("ssd_scan_bwd", &ScanOps<SsdCudaImpl>::bwd);
 }
 
 }  // namespace cab::kernels

@@ -11,6 +11,12 @@
 // The backward mirrors this for the adjoint (∂L/∂h runs backwards in time), and recomputes the states of each
 // chunk from its entering state: tile-start states go to a scratch buffer, each tile is rerun into shared
 // memory and swept backwards. The recurrence is never inverted.
+//
+// Every [batch, dim, len] tensor and B/C are read and written through their own element strides, so views of
+// time-major activations (the transposes of a model's [batch, len, dim] projections, Mamba-2's [batch, len,
+// heads, head_dim]) need no copies; tiles are staged with consecutive threads along the unit-stride dimension.
+// Mamba-2 (SSD) runs as the same scan with one Δ per head of `head_dim` channels and a decay that is one scalar
+// per head (scalar_A: one exponential per step instead of one per state).
 #pragma once
 
 #include <cstddef>
@@ -26,9 +32,20 @@ constexpr int kThreads = 128;   ///< threads per block
 constexpr int kFwdTile = 16;    ///< time steps staged per tile in the forward passes
 constexpr int kBwdTile = 8;     ///< time steps staged per tile in the backward pass (its states are kept per step)
 
-/// One scan direction. All tensors contiguous. u, delta, z and du, ddelta, dz: [batch, dim, len] (scan dtype);
-/// B, C: [batch, groups, dstate, len] (scan dtype); A: [dim, dstate]; D, delta_bias: [dim]; h0, final_state,
-/// dfinal, dh0: [batch, dim, dstate]; all fp32. Optional pointers may be null.
+/// Element strides of a [batch, dim, len] tensor (for delta and ddelta with head_dim > 1: [batch, heads, len]).
+struct Strides {
+  int64_t batch = 0, channel = 0, time = 0;
+};
+/// Element strides of B, C, dB, dC: [batch, groups, dstate, len].
+struct BcStrides {
+  int64_t batch = 0, group = 0, state = 0, time = 0;
+};
+
+/// One scan direction. u, delta, z and du, ddelta, dz: [batch, dim, len] (scan dtype); B, C: [batch, groups,
+/// dstate, len] (scan dtype), each through its strides; dB, dC fp32 through theirs. A: [dim, dstate]; D,
+/// delta_bias: [dim]; h0, final_state, dfinal, dh0: [batch, dim, dstate]; all fp32 and contiguous. Optional
+/// pointers may be null. With head_dim > 1, delta is [batch, heads, len] (channel d reads head d / head_dim)
+/// and ddelta an fp32 [batch, heads, len] buffer the backward accumulates into (zero it first).
 struct ScanDirection {
   const void* u = nullptr;
   const void* delta = nullptr;
@@ -39,6 +56,8 @@ struct ScanDirection {
   const float* D = nullptr;
   const float* delta_bias = nullptr;
   const float* h0 = nullptr;
+  Strides u_st, delta_st, z_st;
+  BcStrides B_st, C_st;
   bool reverse = false;  ///< scans t = len−1 … 0 (inputs in natural time order, no flipped copies)
 
   float* final_state = nullptr;  ///< forward output: the state after the last step of the scan
@@ -61,16 +80,20 @@ struct ScanDirection {
   float* dD = nullptr;            ///< [dim], accumulated (may be null)
   float* dbias = nullptr;         ///< [dim], accumulated (may be null)
   float* dh0 = nullptr;           ///< written (may be null)
+  Strides du_st, ddelta_st, dz_st;
+  BcStrides dB_st, dC_st;
 };
 
 struct ScanShape {
   int64_t batch = 0, dim = 0, len = 0, dstate = 0, groups = 1;
+  int64_t head_dim = 1;   ///< channels sharing one Δ row (Mamba-2's heads); 1: a Δ per channel
+  bool scalar_A = false;  ///< A[d, n] is the same for every n (one exponential per step)
 };
 
 /// How a shape is laid out on the GPU; plan_scan picks it, the host code allocates the chunk and scratch buffers.
 struct ScanPlan {
   int lanes = 1;            ///< threads per channel (power of two, ≤ 32)
-  int states_per_lane = 4;  ///< 4, or 8 when N > 128
+  int states_per_lane = 4;  ///< 4, or 8 when N > 128 or A is scalar
   int channels_per_block = kThreads;
   int64_t tiles_per_group = 1;  ///< channel tiles per (batch, group)
   int64_t blocks = 1;           ///< channel tiles in all: batch · groups · tiles_per_group
@@ -95,6 +118,7 @@ struct ScanParams {
   void* y = nullptr;          ///< forward output [batch, dim, len] (scan dtype)
   float out_scale = 1.f;      ///< factor on each direction's output (and on dout in the backward)
   const void* dout = nullptr;  ///< backward: ∂L/∂y [batch, dim, len] (scan dtype)
+  Strides y_st, dout_st;
   float* scratch = nullptr;    ///< backward: plan.scratch_floats(directions, len) floats
 };
 

@@ -176,35 +176,63 @@ struct ChannelTile {
   float* dout = nullptr;  ///< out_scale · ∂L/∂y
 };
 
+__device__ __forceinline__ int64_t at3(const Strides& s, int64_t b, int64_t d, int64_t t) {
+  return b * s.batch + d * s.channel + t * s.time;
+}
+__device__ __forceinline__ int64_t at4(const BcStrides& s, int64_t b, int64_t g, int64_t n, int64_t t) {
+  return b * s.batch + g * s.group + n * s.state + t * s.time;
+}
+
+/// Calls f(i, j) for every (row i < rows, step j < kT) of a tile, the block's threads spread along the tensor's
+/// unit-stride dimension: along time for [.., len]-contiguous tensors, else along the rows, so loads and stores
+/// coalesce either way.
+template <int kT, typename F>
+__device__ __forceinline__ void for_each_in_tile(int rows, bool time_fast, F&& f) {
+  for (int e = threadIdx.x; e < rows * kT; e += kThreads) {
+    if (time_fast) f(e / kT, e % kT);
+    else f(e % rows, e / rows);
+  }
+}
+__device__ __forceinline__ bool time_fast(const Strides& s) { return s.time == 1 || s.channel != 1; }
+__device__ __forceinline__ bool time_fast(const BcStrides& s) { return s.time == 1 || s.state != 1; }
+
 /// Loads the tile of times [t0, t0 + kT) of the block's channels; times ≥ len and absent channels read as
 /// an identity step (Δ = 0, u = 0, dout = 0), so the recurrence can run over them unchanged.
 template <typename T, int kT>
 __device__ __forceinline__ void stage_channels(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                                const SmemLayout& L, int64_t t0, const ChannelTile& s) {
-  const int64_t len = p.shape.len;
-  const int64_t row0 = G.b * p.shape.dim + G.d0;
-  for (int e = threadIdx.x; e < G.ch * kT; e += kThreads) {
-    const int c = e / kT, j = e % kT;
-    const int64_t t = t0 + j;
-    const bool ok = c < G.nch && t < len;
-    const int64_t i = (row0 + c) * len + t;
-    const int at = c * L.channel_stride + j;
-    if (s.u) s.u[at] = ok ? load(static_cast<const T*>(P.u), i) : 0.f;
-    if (s.dt) {
-      const float raw = ok ? load(static_cast<const T*>(P.delta), i) + (P.delta_bias ? P.delta_bias[G.d0 + c] : 0.f) : 0.f;
-      s.dt[at] = ok ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
-      if (s.dsp) s.dsp[at] = ok ? (p.delta_softplus ? sigmoid(raw) : 1.f) : 0.f;
-    }
-    if (s.z) {
+  const int64_t len = p.shape.len, hd = p.shape.head_dim;
+  auto ok = [&](int c, int j) { return c < G.nch && t0 + j < len; };
+  if (s.u)
+    for_each_in_tile<kT>(G.ch, time_fast(P.u_st), [&](int c, int j) {
+      s.u[c * L.channel_stride + j] = ok(c, j) ? load(static_cast<const T*>(P.u), at3(P.u_st, G.b, G.d0 + c, t0 + j)) : 0.f;
+    });
+  if (s.dt)
+    for_each_in_tile<kT>(G.ch, time_fast(P.delta_st), [&](int c, int j) {
+      const int at = c * L.channel_stride + j;
+      const bool in = ok(c, j);
+      const int64_t d = G.d0 + c;
+      const float raw = in ? load(static_cast<const T*>(P.delta), at3(P.delta_st, G.b, hd == 1 ? d : d / hd, t0 + j)) +
+                                 (P.delta_bias ? P.delta_bias[d] : 0.f)
+                           : 0.f;
+      s.dt[at] = in ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      if (s.dsp) s.dsp[at] = in ? (p.delta_softplus ? sigmoid(raw) : 1.f) : 0.f;
+    });
+  if (s.z)
+    for_each_in_tile<kT>(G.ch, time_fast(P.z_st), [&](int c, int j) {
+      const int at = c * L.channel_stride + j;
       if (P.z) {
-        const float zz = ok ? load(static_cast<const T*>(P.z), i) : 0.f;
+        const float zz = ok(c, j) ? load(static_cast<const T*>(P.z), at3(P.z_st, G.b, G.d0 + c, t0 + j)) : 0.f;
         s.z[at] = s.z_silu ? zz * sigmoid(zz) : zz;
       } else {
         s.z[at] = s.z_silu ? 1.f : 0.f;
       }
-    }
-    if (s.dout) s.dout[at] = ok ? p.out_scale * load(static_cast<const T*>(p.dout), i) : 0.f;
-  }
+    });
+  if (s.dout)
+    for_each_in_tile<kT>(G.ch, time_fast(p.dout_st), [&](int c, int j) {
+      s.dout[c * L.channel_stride + j] =
+          ok(c, j) ? p.out_scale * load(static_cast<const T*>(p.dout), at3(p.dout_st, G.b, G.d0 + c, t0 + j)) : 0.f;
+    });
 }
 
 /// Loads B and/or C for times [t0, t0 + kT) into [kT][npad + 4] (states ≥ N and times ≥ len read as 0).
@@ -212,15 +240,14 @@ template <typename T, int kT>
 __device__ __forceinline__ void stage_bc(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                          const SmemLayout& L, int64_t t0, float* sB, float* sC) {
   const int64_t len = p.shape.len, N = p.shape.dstate;
-  const int64_t base = (G.b * p.shape.groups + G.g) * N;
-  for (int e = threadIdx.x; e < G.npad * kT; e += kThreads) {
-    const int n = e / kT, j = e % kT;
-    const int64_t t = t0 + j;
-    const bool ok = n < N && t < len;
-    const int64_t i = (base + n) * len + t;
-    if (sB) sB[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.B), i) : 0.f;
-    if (sC) sC[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.C), i) : 0.f;
-  }
+  auto stage = [&](float* dst, const void* src, const BcStrides& st) {
+    for_each_in_tile<kT>(G.npad, time_fast(st), [&](int n, int j) {
+      const bool ok = n < N && t0 + j < len;
+      dst[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(src), at4(st, G.b, G.g, n, t0 + j)) : 0.f;
+    });
+  };
+  if (sB) stage(sB, P.B, P.B_st);
+  if (sC) stage(sC, P.C, P.C_st);
 }
 
 /// Reads kNS consecutive floats (16-byte aligned) from shared memory.
@@ -239,13 +266,26 @@ __device__ __forceinline__ void write_states(float* dst, const float (&v)[kNS]) 
     reinterpret_cast<float4*>(dst)[q] = make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
 }
 
+/// exp(Δ A[n]) for this thread's states (A2 = A · log2 e); with kScalarA one exponential serves them all.
+template <int kNS, bool kScalarA>
+__device__ __forceinline__ float decay(const float (&A2)[kNS], float dt, int n, float scalar) {
+  if constexpr (kScalarA) return scalar;
+  else return exp2_approx(dt * A2[n]);
+}
+template <int kNS, bool kScalarA>
+__device__ __forceinline__ float scalar_decay(const float (&A2)[kNS], float dt) {
+  if constexpr (kScalarA) return exp2_approx(dt * A2[0]);
+  else return 0.f;
+}
+
 /// One step of the recurrence for this thread's states: h ← exp(Δ A) ⊙ h + Δ u B (x = Δ u, B from shared memory).
-template <int kNS>
+template <int kNS, bool kScalarA>
 __device__ __forceinline__ void advance(float (&h)[kNS], const float (&A2)[kNS], float dt, float x, const float* B) {
   float Bv[kNS];
   read_states<kNS>(B, Bv);
+  const float a = scalar_decay<kNS, kScalarA>(A2, dt);
 #pragma unroll
-  for (int n = 0; n < kNS; ++n) h[n] = fmaf(exp2_approx(dt * A2[n]), h[n], x * Bv[n]);
+  for (int n = 0; n < kNS; ++n) h[n] = fmaf(decay<kNS, kScalarA>(A2, dt, n, a), h[n], x * Bv[n]);
 }
 
 /// One halving step of reduce_channels: partner lanes (across `mask`) swap halves of their values and add.
@@ -297,11 +337,18 @@ struct IntTag {
   static constexpr int value = kValue;
 };
 
-/// Calls f(TypeTag<element type>{}, IntTag<states per lane>{}) for the runtime dtype and states per lane.
+template <bool kValue>
+struct BoolTag {
+  static constexpr bool value = kValue;
+};
+
+/// Calls f(TypeTag<element type>{}, IntTag<states per lane>{}, BoolTag<scalar A>{}) for the runtime dtype, states
+/// per lane and scalar A (which plan_scan pairs with 8 states per lane).
 template <typename F>
-cudaError_t dispatch(ScanDtype dtype, int states_per_lane, F&& f) {
+cudaError_t dispatch(ScanDtype dtype, const ScanPlan& plan, bool scalar_A, F&& f) {
   auto by_states = [&](auto tag) -> cudaError_t {
-    return states_per_lane == 8 ? f(tag, IntTag<8>{}) : f(tag, IntTag<4>{});
+    if (scalar_A) return f(tag, IntTag<8>{}, BoolTag<true>{});
+    return plan.states_per_lane == 8 ? f(tag, IntTag<8>{}, BoolTag<false>{}) : f(tag, IntTag<4>{}, BoolTag<false>{});
   };
   switch (dtype) {
     case ScanDtype::f32: return by_states(TypeTag<float>{});

@@ -17,7 +17,7 @@ enum class Pass {
 /// One block: a channel tile × one time chunk, every direction of the launch in turn. The output pass writes
 /// y = out_scale · y_dir, the second direction of a fused bidirectional launch adding its share to the first's
 /// (the same thread wrote those elements: the flush maps elements to threads identically).
-template <typename T, int kNS, Pass kPass>
+template <typename T, int kNS, bool kScalarA, Pass kPass>
 __global__ void __launch_bounds__(kThreads, kNS == 4 ? 8 : 4) chunk_pass_kernel(ScanParams p) {
   constexpr int kT = kFwdTile;
   const BlockSetup<kT, kNS> block(p, false);
@@ -61,10 +61,11 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 8 : 4) chunk_pass_kernel(
         if constexpr (kPass == Pass::local_adjoint) {
           // q ← a_t ⊙ (q + dy_t C_t): the gradient reaching the state before step t.
           const float dy = S.dout[at_c + j] * S.z[at_c + j];
+          const float a = scalar_decay<kNS, kScalarA>(A2, dt);
 #pragma unroll
-          for (int n = 0; n < kNS; ++n) h[n] = exp2_approx(dt * A2[n]) * fmaf(dy, Cj[n], h[n]);
+          for (int n = 0; n < kNS; ++n) h[n] = decay<kNS, kScalarA>(A2, dt, n, a) * fmaf(dy, Cj[n], h[n]);
         } else {
-          advance<kNS>(h, A2, dt, dt * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
+          advance<kNS, kScalarA>(h, A2, dt, dt * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
           if constexpr (kPass == Pass::output) {
             float out = 0.f;
 #pragma unroll
@@ -77,17 +78,15 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 8 : 4) chunk_pass_kernel(
       if constexpr (kPass == Pass::output) {
         __syncthreads();
         T* y = static_cast<T*>(p.y);
-        const int64_t row0 = G.b * p.shape.dim + G.d0;
-        for (int e = threadIdx.x; e < G.ch * kT; e += kThreads) {
-          const int c = e / kT, j = e % kT;
+        for_each_in_tile<kT>(G.ch, time_fast(p.y_st), [&](int c, int j) {
           const int64_t t = t0 + j;
           if (c < G.nch && t < len) {
-            const int64_t idx = (row0 + c) * len + t;
+            const int64_t idx = at3(p.y_st, G.b, G.d0 + c, t);
             float v = p.out_scale * S.out0[c * L.channel_stride + j];
             if (di > 0) v += load(y, idx);
             store(y, idx, v);
           }
-        }
+        });
       }
     }
 
@@ -130,11 +129,11 @@ __global__ void combine_chunks_kernel(ScanParams p, bool adjoint) {
   }
 }
 
-template <typename T, int kNS, Pass kPass>
+template <typename T, int kNS, bool kScalarA, Pass kPass>
 cudaError_t launch_pass(const ScanParams& p, cudaStream_t stream) {
   const SmemLayout L = smem_layout(p.plan.channels_per_block, p.plan.lanes * kNS, kFwdTile, kNS, false);
   const size_t bytes = static_cast<size_t>(L.total) * sizeof(float);
-  auto kernel = chunk_pass_kernel<T, kNS, kPass>;
+  auto kernel = chunk_pass_kernel<T, kNS, kScalarA, kPass>;
   if (bytes > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (err != cudaSuccess) return err;
@@ -146,8 +145,8 @@ cudaError_t launch_pass(const ScanParams& p, cudaStream_t stream) {
 
 template <Pass kPass>
 cudaError_t pass(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
-  return dispatch(dtype, p.plan.states_per_lane, [&](auto tag, auto states) {
-    return launch_pass<typename decltype(tag)::type, decltype(states)::value, kPass>(p, stream);
+  return dispatch(dtype, p.plan, p.shape.scalar_A, [&](auto tag, auto states, auto scalar) {
+    return launch_pass<typename decltype(tag)::type, decltype(states)::value, decltype(scalar)::value, kPass>(p, stream);
   });
 }
 
@@ -171,7 +170,7 @@ cudaError_t launch_chunk_grads(const ScanParams& p, ScanDtype dtype, cudaStream_
 
 ScanPlan plan_scan(const ScanShape& s, int sm_count) {
   ScanPlan plan;
-  plan.states_per_lane = s.dstate > 128 ? 8 : 4;
+  plan.states_per_lane = s.dstate > 128 || s.scalar_A ? 8 : 4;
   const int64_t slices = (s.dstate + plan.states_per_lane - 1) / plan.states_per_lane;
   plan.lanes = 1;
   while (plan.lanes < slices) plan.lanes *= 2;

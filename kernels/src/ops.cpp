@@ -1,14 +1,17 @@
 // Registers cab's kernels as torch ops (namespace `cab`): schemas, the CPU implementations (the sequential reference
 // forward, the analytic backward of scan_cpu_autograd.cpp) and the autograd kernels, which make the forward ops
 // differentiable on every device (CUDA implementations: cuda/selective_scan_cuda.cpp).
-// Loadable from Python: torch.ops.load_library("libcab_kernels.so"); torch.ops.cab.selective_scan_fwd(...)
+// Loadable from Python: torch.ops.load_library("libcab_kernels.so"); torch.ops.cab.selective_scan_fwd(...),
+// torch.ops.cab.ssd_scan_fwd(...)
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include "cab/kernels/scan.h"
+#include "cab/kernels/ssd.h"
 #include "scan_ops.h"
+#include "ssd_map.h"
 
 namespace cab::kernels {
 
@@ -37,16 +40,24 @@ using BiScanBwdSig = BiScanBwdOut(const at::Tensor&, const at::Tensor&, const at
                                   const OptTensor&, const OptTensor&, bool, double, const at::Tensor&,
                                   const OptTensor&, const OptTensor&);
 
-/// The typed handle of an op, looked up once (each signature belongs to one op).
+/// The typed handle of an op (each accessor below looks its op up once).
 template <typename Sig>
-const c10::TypedOperatorHandle<Sig>& op(const char* name) {
-  static const auto handle = c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-  return handle;
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
-const auto& fwd_op() { return op<ScanFwdSig>("cab::selective_scan_fwd"); }
-const auto& bwd_op() { return op<ScanBwdSig>("cab::selective_scan_bwd"); }
-const auto& bi_fwd_op() { return op<BiScanFwdSig>("cab::bi_selective_scan_fwd"); }
-const auto& bi_bwd_op() { return op<BiScanBwdSig>("cab::bi_selective_scan_bwd"); }
+#define CAB_OP_HANDLE(accessor, Sig, name)             \
+  const c10::TypedOperatorHandle<Sig>& accessor() {     \
+    static const auto handle = find_op<Sig>(name);      \
+    return handle;                                      \
+  }
+CAB_OP_HANDLE(fwd_op, ScanFwdSig, "cab::selective_scan_fwd")
+CAB_OP_HANDLE(bwd_op, ScanBwdSig, "cab::selective_scan_bwd")
+CAB_OP_HANDLE(bi_fwd_op, BiScanFwdSig, "cab::bi_selective_scan_fwd")
+CAB_OP_HANDLE(bi_bwd_op, BiScanBwdSig, "cab::bi_selective_scan_bwd")
+// Mamba-2's SSD: the same signatures, its tensors under the selective scan's argument names (ssd_map.h).
+CAB_OP_HANDLE(ssd_fwd_op, ScanFwdSig, "cab::ssd_scan_fwd")
+CAB_OP_HANDLE(ssd_bwd_op, ScanBwdSig, "cab::ssd_scan_bwd")
+#undef CAB_OP_HANDLE
 
 OptTensor optional(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 at::Tensor value(const OptTensor& t) { return t ? *t : at::Tensor(); }
@@ -82,15 +93,41 @@ struct CpuImpl {
   }
 };
 
+/// The SSD on the CPU: the selective-scan reference and analytic backward on the per-channel form.
+struct SsdCpuImpl {
+  static std::vector<at::Tensor> forward(const std::vector<ScanInputs>& dirs, double) {
+    const ScanInputs& s = dirs[0];
+    const auto r = selective_scan_reference(ssd_as_scan(s, false));
+    return {scan_y_as_ssd(r.y, s), scan_state_as_ssd(r.final_state, s)};
+  }
+  static std::vector<ScanGrads> backward(const std::vector<ScanInputs>& dirs, double, const at::Tensor& grad_y,
+                                         const std::vector<at::Tensor>& grad_finals) {
+    const ScanInputs& s = dirs[0];
+    const ScanGrads g = scan_cpu_backward(ssd_as_scan(s, false), ssd_grad_y_as_scan(grad_y), ssd_state_as_scan(grad_finals[0]));
+    return {scan_grads_as_ssd(g, s, false)};
+  }
+};
+
 // ---- autograd: the forward op below autograd, the backward op for the gradients ----
 
-class ScanFunction : public torch::autograd::Function<ScanFunction> {
+struct SelectiveScanOps {
+  static const auto& fwd() { return fwd_op(); }
+  static const auto& bwd() { return bwd_op(); }
+};
+struct SsdScanOps {
+  static const auto& fwd() { return ssd_fwd_op(); }
+  static const auto& bwd() { return ssd_bwd_op(); }
+};
+
+/// One-direction scans (the selective scan, the SSD: same signature) through their fwd/bwd ops.
+template <typename Ops>
+class ScanFunction : public torch::autograd::Function<ScanFunction<Ops>> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                const at::Tensor& B, const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, state] = fwd_op().call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+    auto [y, state] = Ops::fwd().call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
     ctx->save_for_backward({u, delta, A, B, C, value(D), value(z), value(delta_bias), value(initial_state)});
     ctx->saved_data["softplus"] = delta_softplus;
     return {y, state};
@@ -99,7 +136,7 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
     const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(s[0]);
-    auto g = bwd_op().call(s[0], s[1], s[2], s[3], s[4], optional(s[5]), optional(s[6]), optional(s[7]),
+    auto g = Ops::bwd().call(s[0], s[1], s[2], s[3], s[4], optional(s[5]), optional(s[6]), optional(s[7]),
                            ctx->saved_data["softplus"].toBool(), optional(s[8]), grad_y, optional(grads[1]));
     return {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g), std::get<4>(g),
             std::get<5>(g), std::get<6>(g), std::get<7>(g), at::Tensor(), std::get<8>(g)};
@@ -143,10 +180,11 @@ class BiScanFunction : public torch::autograd::Function<BiScanFunction> {
   }
 };
 
+template <typename Ops>
 ScanFwdOut scan_fwd_autograd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
                              const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
                              bool delta_softplus, const OptTensor& initial_state) {
-  const auto r = ScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+  const auto r = ScanFunction<Ops>::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
   return {r[0], r[1]};
 }
 
@@ -192,6 +230,13 @@ ScanResult selective_scan(const ScanInputs& in) {
   return {y, state};
 }
 
+SsdResult ssd_scan(const SsdInputs& in) {
+  check_ssd_inputs(in);
+  auto [y, state] =
+      ssd_fwd_op().call(in.x, in.dt, in.A, in.B, in.C, in.D, in.z, in.dt_bias, in.dt_softplus, in.initial_state);
+  return {y, state};
+}
+
 BiScanResult bi_selective_scan(const ScanInputs& fwd, const ScanInputs& bwd, double out_scale) {
   check_bidirectional_inputs(fwd, bwd);  // the op takes one delta_softplus
   auto [y, state, state_b] =
@@ -223,6 +268,15 @@ TORCH_LIBRARY(cab, m) {
       "Tensor? D_b, Tensor? z_b, Tensor? delta_bias_b, Tensor? initial_state_b, bool delta_softplus, float out_scale, "
       "Tensor grad_y, Tensor? grad_final_state, Tensor? grad_final_state_b) -> (Tensor, Tensor, Tensor, Tensor, "
       "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Mamba-2's SSD (cab/kernels/ssd.h): x, z [batch, L, H, P]; dt [batch, L, H]; A, dt_bias [H]; B, C [batch, L, G, N];
+  // D [H] or [H, P]; initial_state [batch, H, P, N] -> y [batch, L, H, P], final_state [batch, H, P, N].
+  m.def(
+      "ssd_scan_fwd(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
+      "Tensor? dt_bias=None, bool dt_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)");
+  m.def(
+      "ssd_scan_bwd(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? dt_bias, "
+      "bool dt_softplus, Tensor? initial_state, Tensor grad_y, Tensor? grad_final_state) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(cab, CPU, m) {
@@ -230,10 +284,13 @@ TORCH_LIBRARY_IMPL(cab, CPU, m) {
   m.impl("selective_scan_bwd", &ScanOps<CpuImpl>::bwd);
   m.impl("bi_selective_scan_fwd", &ScanOps<CpuImpl>::bi_fwd);
   m.impl("bi_selective_scan_bwd", &ScanOps<CpuImpl>::bi_bwd);
+  m.impl("ssd_scan_fwd", &ScanOps<SsdCpuImpl>::fwd);
+  m.impl("ssd_scan_bwd", &ScanOps<SsdCpuImpl>::bwd);
 }
 
 TORCH_LIBRARY_IMPL(cab, Autograd, m) {
-  m.impl("selective_scan_fwd", &scan_fwd_autograd);
+  m.impl("selective_scan_fwd", &scan_fwd_autograd<SelectiveScanOps>);
+  m.impl("ssd_scan_fwd", &scan_fwd_autograd<SsdScanOps>);
   m.impl("bi_selective_scan_fwd", &bi_scan_fwd_autograd);
 }
 

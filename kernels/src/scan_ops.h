@@ -97,19 +97,28 @@ void check_bidirectional_inputs(const ScanInputs& fwd, const ScanInputs& bwd);
 /// The CPU analytic backward (scan_cpu_autograd.cpp); grad_y, grad_final may be undefined (zero).
 ScanGrads scan_cpu_backward(const ScanInputs& in, const at::Tensor& grad_y, const at::Tensor& grad_final);
 
+/// How the channels of a scan share Δ and A: Mamba-1 has one Δ row per channel; Mamba-2 one per head of head_dim
+/// channels (delta [batch, heads, L]) and A constant over the states (scalar_A).
+struct ScanLayout {
+  int64_t head_dim = 1;
+  bool scalar_A = false;
+};
+
 #ifdef CAB_KERNELS_WITH_CUDA
 /// Allocates every output and work buffer of the CUDA scan: (sizes, options, zero-filled, buffer name).
 using ScanAllocator = std::function<at::Tensor(at::IntArrayRef, const at::TensorOptions&, bool, const char*)>;
 at::Tensor default_allocator(at::IntArrayRef sizes, const at::TensorOptions& options, bool zero, const char* name);
 
 /// One direction (dirs.size() == 1) or a fused bidirectional scan (dirs[1] runs in reverse time, y =
-/// out_scale · (y_0 + y_1)); returns y and each direction's final state.
+/// out_scale · (y_0 + y_1)); returns y (laid out like u) and each direction's final state. Inputs are read through
+/// their strides; gradients come back laid out like their inputs.
 std::vector<at::Tensor> scan_cuda_forward(const std::vector<ScanInputs>& dirs, double out_scale,
-                                          const ScanAllocator& alloc = default_allocator);
-/// Gradients of every direction's inputs; grad_finals[i] may be undefined.
+                                          const ScanAllocator& alloc = default_allocator, const ScanLayout& layout = {});
+/// Gradients of every direction's inputs; grad_finals[i] may be undefined. With layout.head_dim > 1 the delta
+/// gradient is per head ([batch, heads, L], like delta).
 std::vector<ScanGrads> scan_cuda_backward(const std::vector<ScanInputs>& dirs, double out_scale, const at::Tensor& grad_y,
                                           const std::vector<at::Tensor>& grad_finals,
-                                          const ScanAllocator& alloc = default_allocator);
+                                          const ScanAllocator& alloc = default_allocator, const ScanLayout& layout = {});
 #endif
 
 }  // namespace cab::kernels

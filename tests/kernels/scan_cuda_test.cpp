@@ -17,8 +17,12 @@
 #include <vector>
 
 #include "cab/kernels/scan.h"
+#include "compare.h"
 
 using cab::kernels::ScanBackend;
+using cab::kernels::test::guarded;
+using cab::kernels::test::have_gpu;
+using cab::kernels::test::max_rel_error;
 using cab::kernels::ScanInputs;
 
 namespace {
@@ -52,8 +56,6 @@ const std::vector<GpuCase> kGpuCases = {
     {"vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, false, true},
     {"bi_vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, true, true},
 };
-
-bool have_gpu() { return cab::kernels::built_with_cuda() && torch::cuda::is_available(); }
 
 ScanInputs make_inputs(const GpuCase& c, at::ScalarType dtype, uint64_t seed) {
   at::manual_seed(seed);
@@ -92,16 +94,6 @@ std::vector<std::string> tensor_names(const ScanInputs& in, const std::string& s
   return out;
 }
 
-/// A copy of t on `device` inside a NaN-filled allocation (4096 elements on either side): reading outside it
-/// poisons the results. Contiguous, so the op uses it in place.
-at::Tensor guarded(const at::Tensor& t, at::Device device) {
-  constexpr int64_t kGuard = 4096;
-  at::Tensor buffer = at::full({t.numel() + 2 * kGuard}, std::numeric_limits<double>::quiet_NaN(), t.options().device(device));
-  at::Tensor inner = buffer.narrow(0, kGuard, t.numel()).view(t.sizes());
-  inner.copy_(t);
-  return inner;
-}
-
 ScanInputs map(const ScanInputs& in, const std::function<at::Tensor(const at::Tensor&)>& f) {
   ScanInputs out = in;
   for (auto [dst, src] : {std::pair{&out.u, &in.u}, {&out.delta, &in.delta}, {&out.A, &in.A}, {&out.B, &in.B}, {&out.C, &in.C}})
@@ -110,11 +102,6 @@ ScanInputs map(const ScanInputs& in, const std::function<at::Tensor(const at::Te
                           {&out.initial_state, &in.initial_state}})
     if (*src) *dst = f(**src);
   return out;
-}
-
-double max_rel_error(const at::Tensor& got, const at::Tensor& want) {
-  const at::Tensor g = got.to(at::kDouble).cpu(), w = want.to(at::kDouble).cpu();
-  return ((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item<double>();
 }
 
 struct ScanRun {
@@ -252,13 +239,47 @@ TEST(GpuScan, MixedInputDtypesComputeInTheWidest) {
   EXPECT_LT(max_rel_error(got.y, want.y), 1e-2);
 }
 
-TEST(GpuScan, NonContiguousInputsAreCopied) {
+TEST(GpuScan, TimeMajorViewsAreReadInPlaceAndTheirGradientsComeBackTimeMajor) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
-  ScanInputs in = make_inputs(kGpuCases[3], at::kFloat, 32);
-  ScanInputs gpu = map(in, [](const at::Tensor& t) { return t.cuda(); });
-  gpu.u = in.u.transpose(1, 2).contiguous().cuda().transpose(1, 2);  // [b, D, L] view of [b, L, D]
-  gpu.B = in.B.transpose(1, 2).contiguous().cuda().transpose(1, 2);
-  EXPECT_LT(max_rel_error(cab::kernels::selective_scan(gpu).y, cab::kernels::selective_scan_reference(in).y), 1e-5);
+  // The layout of a model: delta, z, B and C are transposes of [b, L, ·] projections; u is [b, D, L] contiguous.
+  // The kernel reads them through their strides: the same numbers as from contiguous copies, bit for bit.
+  for (bool bidirectional : {false, true}) {
+    SCOPED_TRACE(bidirectional ? "bidirectional" : "one direction");
+    const ScanInputs in = make_inputs(kGpuCases[3], at::kBFloat16, 32);
+    auto time_major = [](const at::Tensor& t) { return t.transpose(-1, -2).contiguous().transpose(-1, -2); };
+    std::vector<at::Tensor> grads[2];
+    at::Tensor ys[2];
+    for (int strided = 0; strided < 2; ++strided) {
+      ScanInputs gpu = map(in, [](const at::Tensor& t) { return t.cuda(); });
+      if (strided) {
+        gpu.delta = time_major(gpu.delta);
+        gpu.z = time_major(*gpu.z);
+        gpu.B = time_major(gpu.B);
+        gpu.C = time_major(gpu.C);
+        ASSERT_FALSE(gpu.delta.is_contiguous());
+      }
+      std::vector<at::Tensor> leaves;
+      for (auto* t : tensors(gpu)) t->requires_grad_(true), leaves.push_back(*t);
+      const at::Tensor y = bidirectional ? cab::kernels::bi_selective_scan(gpu, gpu, 0.5).y : cab::kernels::selective_scan(gpu).y;
+      at::manual_seed(5);
+      const at::Tensor w = at::randn(y.sizes(), y.options());
+      grads[strided] = torch::autograd::grad({(y * w).sum()}, leaves);
+      ys[strided] = y;
+      if (strided) {
+        // u's gradient keeps u's (contiguous) layout, delta's and z's come back time-major like their inputs.
+        EXPECT_TRUE(grads[1][0].is_contiguous());
+        EXPECT_EQ(grads[1][1].strides(), gpu.delta.strides());
+        EXPECT_EQ(grads[1][3].strides(), gpu.B.strides());
+      }
+    }
+    EXPECT_TRUE(at::equal(ys[0], ys[1]));
+    // u, delta, z (0, 1, 6): written once per element, bit for bit; A, B, C, D, bias are fp32 atomic sums over
+    // blocks, whose order varies from run to run.
+    for (std::size_t i = 0; i < grads[0].size(); ++i) {
+      if (i == 0 || i == 1 || i == 6) EXPECT_TRUE(at::equal(grads[0][i], grads[1][i])) << "gradient " << i;
+      else EXPECT_LT(max_rel_error(grads[1][i], grads[0][i]), 1e-2) << "gradient " << i;
+    }
+  }
 }
 
 TEST(GpuScan, Float64OnTheGpuIsRefusedWithAReason) {

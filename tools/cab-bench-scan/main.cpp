@@ -1,5 +1,6 @@
-// cab-bench-scan: times the selective scan (forward, forward + backward; one direction and Vim's fused
-// bidirectional layer) on PERFORMANCE.md's shapes with CUDA events and prints one JSON object per case.
+// cab-bench-scan: times the selective scan (forward, forward + backward; one direction, Vim's fused
+// bidirectional layer, time-major input views) and Mamba-2's SSD on PERFORMANCE.md's shapes with CUDA events and
+// prints one JSON object per case.
 #include <boost/program_options.hpp>
 #include <fmt/format.h>
 
@@ -14,6 +15,7 @@
 
 #include "cab/cli/cli.h"
 #include "cab/kernels/scan.h"
+#include "cab/kernels/ssd.h"
 
 namespace po = boost::program_options;
 
@@ -23,18 +25,29 @@ struct Case {
   const char* name;
   int64_t batch, dim, len, dstate;
   bool bidirectional;
+  bool time_major;  // Δ, z, B, C as transposed views of [batch, L, ·] tensors, as a model's projections give them
   // The mamba_ssm selective-scan kernel on one H100, bf16, quoted from PERFORMANCE.md (mamba_ssm is not
   // installed on the GPU host, so these are not measured here). Bidirectional: two one-direction calls.
   double reference_fwd_us, reference_fwd_bwd_us;
 };
 
 constexpr Case kCases[] = {
-    {"vim-tiny-layer", 128, 384, 197, 16, false, 397, 1685},
-    {"vim-small-layer", 128, 768, 197, 16, false, 780, 3294},
-    {"lm-130m-layer", 8, 1536, 2048, 16, false, 451, 2461},
-    {"long-sequence", 2, 2048, 8192, 16, false, 741, 3522},
-    {"vim-tiny-bidirectional", 128, 384, 197, 16, true, 2 * 397, 2 * 1685},
+    {"vim-tiny-layer", 128, 384, 197, 16, false, false, 397, 1685},
+    {"vim-small-layer", 128, 768, 197, 16, false, false, 780, 3294},
+    {"lm-130m-layer", 8, 1536, 2048, 16, false, false, 451, 2461},
+    {"long-sequence", 2, 2048, 8192, 16, false, false, 741, 3522},
+    {"vim-tiny-bidirectional", 128, 384, 197, 16, true, false, 2 * 397, 2 * 1685},
+    {"vim-tiny-layer-time-major", 128, 384, 197, 16, false, true, 397, 1685},
 };
+
+/// Mamba-2's SSD: x, z [B, L, H, P], dt [B, L, H], B/C [B, L, G, N]; the reference is mamba_ssm's Triton
+/// mamba_chunk_scan_combined, quoted from PERFORMANCE.md.
+struct SsdCase {
+  const char* name;
+  int64_t batch, len, heads, head_dim, groups, dstate;
+  double reference_fwd_us, reference_fwd_bwd_us;
+};
+constexpr SsdCase kSsdCases[] = {{"mamba2-ssd", 8, 2048, 24, 64, 1, 128, 952, 4273}};
 
 constexpr double kCopyBytesPerUs = 3.0e6;  // 3.0 TB/s, the H100's device-to-device copy rate (GPU.md)
 
@@ -61,12 +74,18 @@ cab::kernels::ScanInputs inputs(const Case& c) {
   auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
   auto f32 = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
   cab::kernels::ScanInputs in;
-  in.u = at::randn({c.batch, c.dim, c.len}, bf16);
-  in.delta = at::rand({c.batch, c.dim, c.len}, bf16) * 0.5 - 3;
-  in.z = at::randn({c.batch, c.dim, c.len}, bf16);
+  // [b, L, ·] tensors seen as [b, ·, L] (time-major), or contiguous [b, ·, L].
+  auto make = [&](int64_t rows, bool time_major, auto&& fill) -> at::Tensor {
+    if (!time_major) return fill(std::vector<int64_t>{c.batch, rows, c.len});
+    return fill(std::vector<int64_t>{c.batch, c.len, rows}).transpose(1, 2);
+  };
+  auto randn = [&](const std::vector<int64_t>& sizes) { return at::randn(sizes, bf16); };
+  in.u = make(c.dim, false, randn);
+  in.delta = make(c.dim, c.time_major, [&](const std::vector<int64_t>& sizes) { return at::rand(sizes, bf16) * 0.5 - 3; });
+  in.z = make(c.dim, c.time_major, randn);
   in.A = -at::arange(1, c.dstate + 1, f32).repeat({c.dim, 1});
-  in.B = at::randn({c.batch, c.dstate, c.len}, bf16);
-  in.C = at::randn({c.batch, c.dstate, c.len}, bf16);
+  in.B = make(c.dstate, c.time_major, randn);
+  in.C = make(c.dstate, c.time_major, randn);
   in.D_skip = at::ones({c.dim}, f32);
   in.delta_bias = at::rand({c.dim}, f32) * 0.1;
   in.delta_softplus = true;
@@ -78,6 +97,40 @@ std::vector<at::Tensor> leaves(cab::kernels::ScanInputs& in) {
   for (at::Tensor* t : {&in.u, &in.delta, &in.z.value(), &in.A, &in.B, &in.C, &in.D_skip.value(), &in.delta_bias.value()})
     out.push_back(t->requires_grad_(true));
   return out;
+}
+
+/// Mamba-2-like SSD inputs: bf16 x, z, dt (softplus of dt + bias around 0.05–0.1), B, C; fp32 A per head, D, bias.
+cab::kernels::SsdInputs ssd_inputs(const SsdCase& c) {
+  auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  auto f32 = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  cab::kernels::SsdInputs in;
+  in.x = at::randn({c.batch, c.len, c.heads, c.head_dim}, bf16);
+  in.z = at::randn({c.batch, c.len, c.heads, c.head_dim}, bf16);
+  in.dt = at::rand({c.batch, c.len, c.heads}, bf16) * 0.5 - 3;
+  in.A = -at::rand({c.heads}, f32) * 15 - 1;
+  in.B = at::randn({c.batch, c.len, c.groups, c.dstate}, bf16);
+  in.C = at::randn({c.batch, c.len, c.groups, c.dstate}, bf16);
+  in.D = at::ones({c.heads}, f32);
+  in.dt_bias = at::rand({c.heads}, f32) * 0.1;
+  in.dt_softplus = true;
+  return in;
+}
+
+/// The same SSD as a selective scan with a Δ per channel and A [D, N] (how cab ran Mamba-2 before the SSD op:
+/// Δ repeated over each head's P channels, the decay recomputed per state).
+cab::kernels::ScanInputs ssd_as_per_channel_scan(const cab::kernels::SsdInputs& s) {
+  const int64_t b = s.x.size(0), L = s.x.size(1), H = s.x.size(2), P = s.x.size(3), N = s.B.size(3);
+  cab::kernels::ScanInputs in;
+  in.u = s.x.reshape({b, L, H * P}).transpose(1, 2);
+  in.delta = s.dt.repeat_interleave(P, 2).transpose(1, 2);
+  in.z = s.z->reshape({b, L, H * P}).transpose(1, 2);
+  in.A = s.A.repeat_interleave(P).unsqueeze(1).expand({H * P, N}).contiguous();
+  in.B = s.B.permute({0, 2, 3, 1});
+  in.C = s.C.permute({0, 2, 3, 1});
+  in.D_skip = s.D->repeat_interleave(P);
+  in.delta_bias = s.dt_bias->repeat_interleave(P);
+  in.delta_softplus = true;
+  return in;
 }
 
 }  // namespace
@@ -92,7 +145,8 @@ int main(int argc, char** argv) {
       "memory lower bound (u, Δ, z, y in bf16 plus B, C at 3.0 TB/s; forward + backward adds dy, du, dΔ, dz, dB, dC).\n"
       "Measured in the same run as a reference: the sequential scan written with LibTorch ops (one time step after\n"
       "another, autograd for the backward; the algorithm of mamba_ssm's selective_scan_ref, which PERFORMANCE.md\n"
-      "times at 17.7 ms forward on the Vim-Tiny shape).\n";
+      "times at 17.7 ms forward on the Vim-Tiny shape). Mamba-2's SSD (cab::ssd_scan) is timed against the quoted\n"
+      "mamba_ssm Triton figures and, in the same run, against cab's selective scan on the per-channel form.\n";
   cl.visible.add_options()("help,h", "show this help")("version", "show version information")(
       "iterations", po::value<int>()->default_value(50), "timed calls per measurement")(
       "warmup", po::value<int>()->default_value(5), "untimed calls before each measurement")(
@@ -173,6 +227,49 @@ int main(int argc, char** argv) {
         fwd_bytes / fwd_us / 1e3, fwd_bwd_bytes / fwd_bwd_us / 1e3, ref_fwd_us, ref_fwd_bwd_us, ref_fwd_us / fwd_us,
         ref_fwd_bwd_us / fwd_bwd_us, extra);
     std::cout.flush();  // one line per case, also when a later case is interrupted
+  }
+  for (const SsdCase& c : kSsdCases) {
+    if (vm.count("case") && vm["case"].as<std::string>() != c.name) continue;
+    at::manual_seed(0);
+    cab::kernels::SsdInputs in = ssd_inputs(c);
+    double fwd_us, per_channel_fwd_us;
+    const cab::kernels::ScanInputs per_channel = ssd_as_per_channel_scan(in);
+    {
+      at::NoGradGuard no_grad;
+      fwd_us = time_us([&] { cab::kernels::ssd_scan(in); }, warmup, iterations);
+      per_channel_fwd_us = time_us([&] { cab::kernels::scan(per_channel); }, warmup, iterations);
+    }
+    std::vector<at::Tensor> vars;
+    for (at::Tensor* t : {&in.x, &in.dt, &in.A, &in.B, &in.C, &in.D.value(), &in.z.value(), &in.dt_bias.value()})
+      vars.push_back(t->requires_grad_(true));
+    const at::Tensor grad_y = at::randn(in.x.sizes(), in.x.options().requires_grad(false));
+    const double fwd_bwd_us =
+        time_us([&] { torch::autograd::grad({cab::kernels::ssd_scan(in).y}, vars, {grad_y}); }, warmup, iterations);
+    // The per-channel form, differentiated through the same inputs (its Δ/A repeats are part of the graph).
+    const double per_channel_fwd_bwd_us = time_us(
+        [&] { torch::autograd::grad({cab::kernels::scan(ssd_as_per_channel_scan(in)).y}, vars, {grad_y}); }, warmup,
+        iterations);
+    const double act = 2.0 * c.batch * c.len * c.heads * c.head_dim, bc = 2.0 * c.batch * c.len * c.groups * c.dstate,
+                 dtb = 2.0 * c.batch * c.len * c.heads;
+    // Forward: x, z, dt, B, C read, y written. Backward: x, z, dt, B, C, dy read; dx, dz, ddt, dB, dC written.
+    const double fwd_bytes = 3 * act + dtb + 2 * bc, fwd_bwd_bytes = fwd_bytes + 5 * act + 2 * dtb + 4 * bc;
+    const double fwd_bound = fwd_bytes / kCopyBytesPerUs, fwd_bwd_bound = fwd_bwd_bytes / kCopyBytesPerUs;
+    std::cout << fmt::format(
+        "{{\"case\": \"{}\", \"op\": \"ssd_scan\", \"shape\": {{\"B\": {}, \"L\": {}, \"H\": {}, \"P\": {}, \"G\": {}, "
+        "\"N\": {}}}, \"dtype\": \"bf16\", \"device\": \"{}\", \"fwd_us\": {:.1f}, \"fwd_bwd_us\": {:.1f}, "
+        "\"reference_fwd_us\": {}, \"reference_fwd_bwd_us\": {}, \"reference_source\": \"PERFORMANCE.md, mamba_ssm Triton "
+        "SSD on H100 (quoted, not measured in this run)\", \"speedup_fwd\": {:.3f}, \"speedup_fwd_bwd\": {:.3f}, "
+        "\"lower_bound_fwd_us\": {:.1f}, \"lower_bound_fwd_bwd_us\": {:.1f}, \"fwd_over_lower_bound\": {:.3f}, "
+        "\"fwd_bwd_over_lower_bound\": {:.3f}, \"fwd_GBps\": {:.1f}, \"fwd_bwd_GBps\": {:.1f}, "
+        "\"measured_reference\": \"cab selective scan on the per-channel form (Δ repeated per channel, A [H·P, N]), same "
+        "run\", \"measured_reference_fwd_us\": {:.1f}, \"measured_reference_fwd_bwd_us\": {:.1f}, "
+        "\"speedup_vs_measured_fwd\": {:.2f}, \"speedup_vs_measured_fwd_bwd\": {:.2f}}}\n",
+        c.name, c.batch, c.len, c.heads, c.head_dim, c.groups, c.dstate, prop.name, fwd_us, fwd_bwd_us,
+        c.reference_fwd_us, c.reference_fwd_bwd_us, c.reference_fwd_us / fwd_us, c.reference_fwd_bwd_us / fwd_bwd_us,
+        fwd_bound, fwd_bwd_bound, fwd_us / fwd_bound, fwd_bwd_us / fwd_bwd_bound, fwd_bytes / fwd_us / 1e3,
+        fwd_bwd_bytes / fwd_bwd_us / 1e3, per_channel_fwd_us, per_channel_fwd_bwd_us, per_channel_fwd_us / fwd_us,
+        per_channel_fwd_bwd_us / fwd_bwd_us);
+    std::cout.flush();
   }
   return cab::cli::kOk;
 }

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cab/kernels/scan.h>
+#include <cab/kernels/ssd.h>
 
 #include <cmath>
 
@@ -45,14 +46,14 @@ at::ScalarType accumulation_type(const at::Tensor& t) {
 at::Tensor head_scan(const HeadScanInputs& in) {
   const Sizes s = sizes_of(in);
   const auto acc = accumulation_type(in.x);
-  const int64_t dim = s.heads * s.head_dim;
-  cab::kernels::ScanInputs scan;
-  scan.u = in.x.to(acc).transpose(1, 2);                                           // [b, D, L]
-  scan.delta = in.delta.to(acc).repeat_interleave(s.head_dim, 2).transpose(1, 2);  // [b, D, L]
-  scan.A = in.A.to(acc).repeat_interleave(s.head_dim).unsqueeze(1).expand({dim, s.d_state}).contiguous();  // [D, N]
-  scan.B = grouped(in.B, s, acc);                                                  // [b, G, N, L]
-  scan.C = grouped(in.C, s, acc);
-  return cab::kernels::scan(scan).y.transpose(1, 2);                               // [b, L, D]
+  // cab's SSD op: on CUDA the scan kernel with one Δ per head and a scalar decay, reading these views in place.
+  cab::kernels::SsdInputs ssd;
+  ssd.x = in.x.to(acc).reshape({s.batch, s.len, s.heads, s.head_dim});
+  ssd.dt = in.delta.to(acc);
+  ssd.A = in.A.to(acc);
+  ssd.B = in.B.to(acc).reshape({s.batch, s.len, s.groups, s.d_state});
+  ssd.C = in.C.to(acc).reshape({s.batch, s.len, s.groups, s.d_state});
+  return cab::kernels::ssd_scan(ssd).y.reshape({s.batch, s.len, s.heads * s.head_dim});
 }
 
 at::Tensor head_mixing_matrix(const HeadScanInputs& in) {
