@@ -158,11 +158,15 @@ struct BlockSetup {
 
   __device__ __forceinline__ BlockSetup(const ScanParams& p, bool backward)
       : G(geometry(p, kNS)), L(smem_layout(G.ch, G.npad, kT, kNS, backward)), tiles(chunk_tiles<kT>(p)) {
-    extern __shared__ float4 smem4[];
-    float* smem = reinterpret_cast<float*>(smem4);
-    s = SharedArrays{smem + L.u,    smem + L.dt,   smem + L.dsp,  smem + L.z, smem + L.dout, smem + L.out0,
-                     smem + L.out1, smem + L.out2, smem + L.B,    smem + L.C, smem + L.red,  smem + L.hist};
+    s = arrays(0);
     at_c = G.c * L.channel_stride;
+  }
+  /// The shared-memory arrays of the `set`-th copy of the layout (a fused bidirectional block holds two).
+  __device__ __forceinline__ SharedArrays arrays(int set) const {
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4) + set * L.total;
+    return SharedArrays{smem + L.u,    smem + L.dt,   smem + L.dsp,  smem + L.z, smem + L.dout, smem + L.out0,
+                        smem + L.out1, smem + L.out2, smem + L.B,    smem + L.C, smem + L.red,  smem + L.hist};
   }
 };
 
@@ -188,51 +192,46 @@ __device__ __forceinline__ int64_t at4(const BcStrides& s, int64_t b, int64_t g,
 /// coalesce either way.
 template <int kT, typename F>
 __device__ __forceinline__ void for_each_in_tile(int rows, bool time_fast, F&& f) {
-  for (int e = threadIdx.x; e < rows * kT; e += kThreads) {
-    if (time_fast) f(e / kT, e % kT);
-    else f(e % rows, e / rows);
+  if (time_fast) {
+#pragma unroll 4
+    for (int e = threadIdx.x; e < rows * kT; e += kThreads) f(e / kT, e % kT);
+  } else {
+#pragma unroll 4
+    for (int e = threadIdx.x; e < rows * kT; e += kThreads) f(e % rows, e / rows);
   }
 }
 __device__ __forceinline__ bool time_fast(const Strides& s) { return s.time == 1 || s.channel != 1; }
 __device__ __forceinline__ bool time_fast(const BcStrides& s) { return s.time == 1 || s.state != 1; }
 
 /// Loads the tile of times [t0, t0 + kT) of the block's channels; times ≥ len and absent channels read as
-/// an identity step (Δ = 0, u = 0, dout = 0), so the recurrence can run over them unchanged.
+/// an identity step (Δ = 0, u = 0, dout = 0), so the recurrence can run over them unchanged. One pass over the
+/// tile loads every tensor (their loads in flight together), threads spread along u's unit-stride dimension.
 template <typename T, int kT>
 __device__ __forceinline__ void stage_channels(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                                const SmemLayout& L, int64_t t0, const ChannelTile& s) {
   const int64_t len = p.shape.len, hd = p.shape.head_dim;
-  auto ok = [&](int c, int j) { return c < G.nch && t0 + j < len; };
-  if (s.u)
-    for_each_in_tile<kT>(G.ch, time_fast(P.u_st), [&](int c, int j) {
-      s.u[c * L.channel_stride + j] = ok(c, j) ? load(static_cast<const T*>(P.u), at3(P.u_st, G.b, G.d0 + c, t0 + j)) : 0.f;
-    });
-  if (s.dt)
-    for_each_in_tile<kT>(G.ch, time_fast(P.delta_st), [&](int c, int j) {
-      const int at = c * L.channel_stride + j;
-      const bool in = ok(c, j);
-      const int64_t d = G.d0 + c;
-      const float raw = in ? load(static_cast<const T*>(P.delta), at3(P.delta_st, G.b, hd == 1 ? d : d / hd, t0 + j)) +
+  for_each_in_tile<kT>(G.ch, time_fast(P.u_st), [&](int c, int j) {
+    const int64_t t = t0 + j, d = G.d0 + c;
+    const bool ok = c < G.nch && t < len;
+    const int at = c * L.channel_stride + j;
+    if (s.u) s.u[at] = ok ? load(static_cast<const T*>(P.u), at3(P.u_st, G.b, d, t)) : 0.f;
+    if (s.dt) {
+      const float raw = ok ? load(static_cast<const T*>(P.delta), at3(P.delta_st, G.b, hd == 1 ? d : d / hd, t)) +
                                  (P.delta_bias ? P.delta_bias[d] : 0.f)
                            : 0.f;
-      s.dt[at] = in ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
-      if (s.dsp) s.dsp[at] = in ? (p.delta_softplus ? sigmoid(raw) : 1.f) : 0.f;
-    });
-  if (s.z)
-    for_each_in_tile<kT>(G.ch, time_fast(P.z_st), [&](int c, int j) {
-      const int at = c * L.channel_stride + j;
+      s.dt[at] = ok ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      if (s.dsp) s.dsp[at] = ok ? (p.delta_softplus ? sigmoid(raw) : 1.f) : 0.f;
+    }
+    if (s.z) {
       if (P.z) {
-        const float zz = ok(c, j) ? load(static_cast<const T*>(P.z), at3(P.z_st, G.b, G.d0 + c, t0 + j)) : 0.f;
+        const float zz = ok ? load(static_cast<const T*>(P.z), at3(P.z_st, G.b, d, t)) : 0.f;
         s.z[at] = s.z_silu ? zz * sigmoid(zz) : zz;
       } else {
         s.z[at] = s.z_silu ? 1.f : 0.f;
       }
-    });
-  if (s.dout)
-    for_each_in_tile<kT>(G.ch, time_fast(p.dout_st), [&](int c, int j) {
-      s.dout[c * L.channel_stride + j] =
-          ok(c, j) ? p.out_scale * load(static_cast<const T*>(p.dout), at3(p.dout_st, G.b, G.d0 + c, t0 + j)) : 0.f;
-    });
+    }
+    if (s.dout) s.dout[at] = ok ? p.out_scale * load(static_cast<const T*>(p.dout), at3(p.dout_st, G.b, d, t)) : 0.f;
+  });
 }
 
 /// Loads B and/or C for times [t0, t0 + kT) into [kT][npad + 4] (states ≥ N and times ≥ len read as 0).
@@ -240,14 +239,12 @@ template <typename T, int kT>
 __device__ __forceinline__ void stage_bc(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                          const SmemLayout& L, int64_t t0, float* sB, float* sC) {
   const int64_t len = p.shape.len, N = p.shape.dstate;
-  auto stage = [&](float* dst, const void* src, const BcStrides& st) {
-    for_each_in_tile<kT>(G.npad, time_fast(st), [&](int n, int j) {
-      const bool ok = n < N && t0 + j < len;
-      dst[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(src), at4(st, G.b, G.g, n, t0 + j)) : 0.f;
-    });
-  };
-  if (sB) stage(sB, P.B, P.B_st);
-  if (sC) stage(sC, P.C, P.C_st);
+  for_each_in_tile<kT>(G.npad, time_fast(sB ? P.B_st : P.C_st), [&](int n, int j) {
+    const int64_t t = t0 + j;
+    const bool ok = n < N && t < len;
+    if (sB) sB[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.B), at4(P.B_st, G.b, G.g, n, t)) : 0.f;
+    if (sC) sC[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.C), at4(P.C_st, G.b, G.g, n, t)) : 0.f;
+  });
 }
 
 /// Reads kNS consecutive floats (16-byte aligned) from shared memory.

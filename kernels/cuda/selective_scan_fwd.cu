@@ -14,6 +14,101 @@ enum class Pass {
   local_adjoint,  ///< runs the adjoint backwards through each chunk from zero: ∂L/∂(state before it)
 };
 
+/// Writes out_scale · (the tile's outputs in shared memory) to y for times [t0, t0 + kT); with `add`, adds them to
+/// what y holds there (the other direction's share, written earlier by this block).
+template <typename T, int kT>
+__device__ __forceinline__ void flush_y(const ScanParams& p, const Geometry& G, const SmemLayout& L, int64_t t0,
+                                        const float* out, bool add) {
+  T* y = static_cast<T*>(p.y);
+  for_each_in_tile<kT>(G.ch, time_fast(p.y_st), [&](int c, int j) {
+    const int64_t t = t0 + j;
+    if (c < G.nch && t < p.shape.len) {
+      const int64_t idx = at3(p.y_st, G.b, G.d0 + c, t);
+      float v = p.out_scale * out[c * L.channel_stride + j];
+      if (add) v += load(y, idx);
+      store(y, idx, v);
+    }
+  });
+}
+
+/// y_t before scaling for this thread's channel: (C_t · h_t + D u_t) · silu(z_t), summed over the channel's lanes.
+template <int kNS>
+__device__ __forceinline__ float output(const float (&h)[kNS], const float* C, float D, float u, float gate, int lanes) {
+  float Cj[kNS];
+  read_states<kNS>(C, Cj);
+  float out = 0.f;
+#pragma unroll
+  for (int n = 0; n < kNS; ++n) out = fmaf(Cj[n], h[n], out);
+  return (channel_sum(out, lanes) + D * u) * gate;
+}
+
+/// The output pass of a fused bidirectional scan: each block runs both directions at once, the forward direction
+/// through its chunk's tiles first to last while the reverse one goes last to first, so every step advances two
+/// independent recurrences (twice the work per synchronization, the latency of one hiding the other's). A time's
+/// two shares of y meet in y: the direction that reaches a tile first stores its share, the other adds to it (the
+/// middle tile of an odd count is summed in shared memory).
+template <typename T, int kNS, bool kScalarA>
+__global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) bidirectional_output_kernel(ScanParams p) {
+  constexpr int kT = kFwdTile;
+  const BlockSetup<kT, kNS> block(p, false);
+  const Geometry& G = block.G;
+  const SmemLayout& L = block.L;
+  const SharedArrays S[2] = {block.arrays(0), block.arrays(1)};
+  const TileRange& tiles = block.tiles;
+  const int at_c = block.at_c;
+  const int64_t N = p.shape.dstate;
+  const int K = p.plan.chunks, k = blockIdx.y;
+  float A2[2][kNS], h[2][kNS], Dd[2];
+  ChannelTile in[2];
+  for (int di = 0; di < 2; ++di) {
+    load_entry<kNS>(p, p.dir[di], G, false, A2[di], h[di]);
+    Dd[di] = p.dir[di].D && G.valid ? p.dir[di].D[G.d] : 0.f;
+    in[di].u = S[di].u, in[di].dt = S[di].dt, in[di].z = S[di].z, in[di].z_silu = true;
+  }
+  const int64_t count = tiles.end - tiles.begin;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t tile[2] = {tiles.begin + i, tiles.end - 1 - i};
+    __syncthreads();  // the previous tiles' readers are done
+#pragma unroll
+    for (int di = 0; di < 2; ++di) {
+      stage_channels<T, kT>(p, p.dir[di], G, L, tile[di] * kT, in[di]);
+      stage_bc<T, kT>(p, p.dir[di], G, L, tile[di] * kT, S[di].B, S[di].C);
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int jj = 0; jj < kT; ++jj) {
+      const int j[2] = {jj, kT - 1 - jj};
+      float out[2];
+#pragma unroll
+      for (int di = 0; di < 2; ++di) {
+        const float dt = S[di].dt[at_c + j[di]], u = S[di].u[at_c + j[di]];
+        advance<kNS, kScalarA>(h[di], A2[di], dt, dt * u, S[di].B + j[di] * L.bc_stride + G.s * kNS);
+        out[di] = output<kNS>(h[di], S[di].C + j[di] * L.bc_stride + G.s * kNS, Dd[di], u, S[di].z[at_c + j[di]], G.lanes);
+      }
+      if (G.s == 0) S[0].out0[at_c + j[0]] = out[0], S[1].out0[at_c + j[1]] = out[1];
+    }
+    __syncthreads();
+    if (tile[0] == tile[1]) {
+      for (int e = threadIdx.x; e < G.ch * kT; e += kThreads) S[0].out0[(e / kT) * L.channel_stride + e % kT] +=
+          S[1].out0[(e / kT) * L.channel_stride + e % kT];
+      __syncthreads();
+      flush_y<T, kT>(p, G, L, tile[0] * kT, S[0].out0, false);
+    } else {
+      const bool add = tile[0] > tile[1];  // both tiles were reached by the other direction already
+      flush_y<T, kT>(p, G, L, tile[0] * kT, S[0].out0, add);
+      flush_y<T, kT>(p, G, L, tile[1] * kT, S[1].out0, add);
+    }
+  }
+  for (int di = 0; di < 2; ++di) {
+    const bool last = p.dir[di].reverse ? k == 0 : k == K - 1;
+#pragma unroll
+    for (int n = 0; n < kNS; ++n) {
+      const int64_t nn = G.s * kNS + n;
+      if (G.valid && nn < N && last && p.dir[di].final_state) p.dir[di].final_state[G.row * N + nn] = h[di][n];
+    }
+  }
+}
+
 /// One block: a channel tile × one time chunk, every direction of the launch in turn. The output pass writes
 /// y = out_scale · y_dir, the second direction of a fused bidirectional launch adding its share to the first's
 /// (the same thread wrote those elements: the flush maps elements to threads identically).
@@ -26,7 +121,7 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 8 : 4) chunk_pass_kernel(
   const SharedArrays& S = block.s;
   const TileRange& tiles = block.tiles;
   const int at_c = block.at_c;
-  const int64_t len = p.shape.len, N = p.shape.dstate;
+  const int64_t N = p.shape.dstate;
   const int K = p.plan.chunks, k = blockIdx.y;
 
   for (int di = 0; di < p.directions; ++di) {
@@ -56,9 +151,9 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 8 : 4) chunk_pass_kernel(
         const int j = backwards ? kT - 1 - jj : jj;
         const float dt = S.dt[at_c + j];
         dt_sum += dt;
-        float Cj[kNS];
-        if constexpr (kPass != Pass::local_state) read_states<kNS>(S.C + j * L.bc_stride + G.s * kNS, Cj);
         if constexpr (kPass == Pass::local_adjoint) {
+          float Cj[kNS];
+          read_states<kNS>(S.C + j * L.bc_stride + G.s * kNS, Cj);
           // q ← a_t ⊙ (q + dy_t C_t): the gradient reaching the state before step t.
           const float dy = S.dout[at_c + j] * S.z[at_c + j];
           const float a = scalar_decay<kNS, kScalarA>(A2, dt);
@@ -67,26 +162,14 @@ __global__ void __launch_bounds__(kThreads, kNS == 4 ? 8 : 4) chunk_pass_kernel(
         } else {
           advance<kNS, kScalarA>(h, A2, dt, dt * S.u[at_c + j], S.B + j * L.bc_stride + G.s * kNS);
           if constexpr (kPass == Pass::output) {
-            float out = 0.f;
-#pragma unroll
-            for (int n = 0; n < kNS; ++n) out = fmaf(Cj[n], h[n], out);
-            out = channel_sum(out, G.lanes);
-            if (G.s == 0) S.out0[at_c + j] = (out + Dd * S.u[at_c + j]) * S.z[at_c + j];
+            const float out = output<kNS>(h, S.C + j * L.bc_stride + G.s * kNS, Dd, S.u[at_c + j], S.z[at_c + j], G.lanes);
+            if (G.s == 0) S.out0[at_c + j] = out;
           }
         }
       }
       if constexpr (kPass == Pass::output) {
         __syncthreads();
-        T* y = static_cast<T*>(p.y);
-        for_each_in_tile<kT>(G.ch, time_fast(p.y_st), [&](int c, int j) {
-          const int64_t t = t0 + j;
-          if (c < G.nch && t < len) {
-            const int64_t idx = at3(p.y_st, G.b, G.d0 + c, t);
-            float v = p.out_scale * S.out0[c * L.channel_stride + j];
-            if (di > 0) v += load(y, idx);
-            store(y, idx, v);
-          }
-        });
+        flush_y<T, kT>(p, G, L, t0, S.out0, di > 0);
       }
     }
 
@@ -143,8 +226,28 @@ cudaError_t launch_pass(const ScanParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <typename T, int kNS, bool kScalarA>
+cudaError_t launch_bidirectional_output(const ScanParams& p, cudaStream_t stream) {
+  const SmemLayout L = smem_layout(p.plan.channels_per_block, p.plan.lanes * kNS, kFwdTile, kNS, false);
+  const size_t bytes = 2 * static_cast<size_t>(L.total) * sizeof(float);
+  auto kernel = bidirectional_output_kernel<T, kNS, kScalarA>;
+  if (bytes > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (err != cudaSuccess) return err;
+  }
+  const dim3 grid(static_cast<unsigned>(p.plan.blocks), static_cast<unsigned>(p.plan.chunks));
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <Pass kPass>
 cudaError_t pass(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
+  if (kPass == Pass::output && p.directions == 2) {
+    return dispatch(dtype, p.plan, p.shape.scalar_A, [&](auto tag, auto states, auto scalar) {
+      return launch_bidirectional_output<typename decltype(tag)::type, decltype(states)::value, decltype(scalar)::value>(
+          p, stream);
+    });
+  }
   return dispatch(dtype, p.plan, p.shape.scalar_A, [&](auto tag, auto states, auto scalar) {
     return launch_pass<typename decltype(tag)::type, decltype(states)::value, decltype(scalar)::value, kPass>(p, stream);
   });
