@@ -158,15 +158,11 @@ struct BlockSetup {
 
   __device__ __forceinline__ BlockSetup(const ScanParams& p, bool backward)
       : G(geometry(p, kNS)), L(smem_layout(G.ch, G.npad, kT, kNS, backward)), tiles(chunk_tiles<kT>(p)) {
-    s = arrays(0);
-    at_c = G.c * L.channel_stride;
-  }
-  /// The shared-memory arrays of the `set`-th copy of the layout (a fused bidirectional block holds two).
-  __device__ __forceinline__ SharedArrays arrays(int set) const {
     extern __shared__ float4 smem4[];
-    float* smem = reinterpret_cast<float*>(smem4) + set * L.total;
-    return SharedArrays{smem + L.u,    smem + L.dt,   smem + L.dsp,  smem + L.z, smem + L.dout, smem + L.out0,
-                        smem + L.out1, smem + L.out2, smem + L.B,    smem + L.C, smem + L.red,  smem + L.hist};
+    float* smem = reinterpret_cast<float*>(smem4);
+    s = SharedArrays{smem + L.u,    smem + L.dt,   smem + L.dsp,  smem + L.z, smem + L.dout, smem + L.out0,
+                     smem + L.out1, smem + L.out2, smem + L.B,    smem + L.C, smem + L.red,  smem + L.hist};
+    at_c = G.c * L.channel_stride;
   }
 };
 

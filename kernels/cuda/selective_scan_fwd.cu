@@ -42,73 +42,6 @@ __device__ __forceinline__ float output(const float (&h)[kNS], const float* C, f
   return (channel_sum(out, lanes) + D * u) * gate;
 }
 
-/// The output pass of a fused bidirectional scan: each block runs both directions at once, the forward direction
-/// through its chunk's tiles first to last while the reverse one goes last to first, so every step advances two
-/// independent recurrences (twice the work per synchronization, the latency of one hiding the other's). A time's
-/// two shares of y meet in y: the direction that reaches a tile first stores its share, the other adds to it (the
-/// middle tile of an odd count is summed in shared memory).
-template <typename T, int kNS, bool kScalarA>
-__global__ void __launch_bounds__(kThreads, kNS == 4 ? 4 : 2) bidirectional_output_kernel(ScanParams p) {
-  constexpr int kT = kFwdTile;
-  const BlockSetup<kT, kNS> block(p, false);
-  const Geometry& G = block.G;
-  const SmemLayout& L = block.L;
-  const SharedArrays S[2] = {block.arrays(0), block.arrays(1)};
-  const TileRange& tiles = block.tiles;
-  const int at_c = block.at_c;
-  const int64_t N = p.shape.dstate;
-  const int K = p.plan.chunks, k = blockIdx.y;
-  float A2[2][kNS], h[2][kNS], Dd[2];
-  ChannelTile in[2];
-  for (int di = 0; di < 2; ++di) {
-    load_entry<kNS>(p, p.dir[di], G, false, A2[di], h[di]);
-    Dd[di] = p.dir[di].D && G.valid ? p.dir[di].D[G.d] : 0.f;
-    in[di].u = S[di].u, in[di].dt = S[di].dt, in[di].z = S[di].z, in[di].z_silu = true;
-  }
-  const int64_t count = tiles.end - tiles.begin;
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t tile[2] = {tiles.begin + i, tiles.end - 1 - i};
-    __syncthreads();  // the previous tiles' readers are done
-#pragma unroll
-    for (int di = 0; di < 2; ++di) {
-      stage_channels<T, kT>(p, p.dir[di], G, L, tile[di] * kT, in[di]);
-      stage_bc<T, kT>(p, p.dir[di], G, L, tile[di] * kT, S[di].B, S[di].C);
-    }
-    __syncthreads();
-#pragma unroll 4
-    for (int jj = 0; jj < kT; ++jj) {
-      const int j[2] = {jj, kT - 1 - jj};
-      float out[2];
-#pragma unroll
-      for (int di = 0; di < 2; ++di) {
-        const float dt = S[di].dt[at_c + j[di]], u = S[di].u[at_c + j[di]];
-        advance<kNS, kScalarA>(h[di], A2[di], dt, dt * u, S[di].B + j[di] * L.bc_stride + G.s * kNS);
-        out[di] = output<kNS>(h[di], S[di].C + j[di] * L.bc_stride + G.s * kNS, Dd[di], u, S[di].z[at_c + j[di]], G.lanes);
-      }
-      if (G.s == 0) S[0].out0[at_c + j[0]] = out[0], S[1].out0[at_c + j[1]] = out[1];
-    }
-    __syncthreads();
-    if (tile[0] == tile[1]) {
-      for (int e = threadIdx.x; e < G.ch * kT; e += kThreads) S[0].out0[(e / kT) * L.channel_stride + e % kT] +=
-          S[1].out0[(e / kT) * L.channel_stride + e % kT];
-      __syncthreads();
-      flush_y<T, kT>(p, G, L, tile[0] * kT, S[0].out0, false);
-    } else {
-      const bool add = tile[0] > tile[1];  // both tiles were reached by the other direction already
-      flush_y<T, kT>(p, G, L, tile[0] * kT, S[0].out0, add);
-      flush_y<T, kT>(p, G, L, tile[1] * kT, S[1].out0, add);
-    }
-  }
-  for (int di = 0; di < 2; ++di) {
-    const bool last = p.dir[di].reverse ? k == 0 : k == K - 1;
-#pragma unroll
-    for (int n = 0; n < kNS; ++n) {
-      const int64_t nn = G.s * kNS + n;
-      if (G.valid && nn < N && last && p.dir[di].final_state) p.dir[di].final_state[G.row * N + nn] = h[di][n];
-    }
-  }
-}
-
 /// One block: a channel tile × one time chunk, every direction of the launch in turn. The output pass writes
 /// y = out_scale · y_dir, the second direction of a fused bidirectional launch adding its share to the first's
 /// (the same thread wrote those elements: the flush maps elements to threads identically).
@@ -226,28 +159,8 @@ cudaError_t launch_pass(const ScanParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename T, int kNS, bool kScalarA>
-cudaError_t launch_bidirectional_output(const ScanParams& p, cudaStream_t stream) {
-  const SmemLayout L = smem_layout(p.plan.channels_per_block, p.plan.lanes * kNS, kFwdTile, kNS, false);
-  const size_t bytes = 2 * static_cast<size_t>(L.total) * sizeof(float);
-  auto kernel = bidirectional_output_kernel<T, kNS, kScalarA>;
-  if (bytes > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (err != cudaSuccess) return err;
-  }
-  const dim3 grid(static_cast<unsigned>(p.plan.blocks), static_cast<unsigned>(p.plan.chunks));
-  kernel<<<grid, kThreads, bytes, stream>>>(p);
-  return cudaGetLastError();
-}
-
 template <Pass kPass>
 cudaError_t pass(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
-  if (kPass == Pass::output && p.directions == 2) {
-    return dispatch(dtype, p.plan, p.shape.scalar_A, [&](auto tag, auto states, auto scalar) {
-      return launch_bidirectional_output<typename decltype(tag)::type, decltype(states)::value, decltype(scalar)::value>(
-          p, stream);
-    });
-  }
   return dispatch(dtype, p.plan, p.shape.scalar_A, [&](auto tag, auto states, auto scalar) {
     return launch_pass<typename decltype(tag)::type, decltype(states)::value, decltype(scalar)::value, kPass>(p, stream);
   });
