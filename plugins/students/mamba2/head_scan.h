@@ -3,12 +3,12 @@
 // Per head h (P = head_dim channels, state size N), with a scalar step Δ_t and decay A_h per head and B_t, C_t ∈ R^N
 // shared by the heads of a group:
 //   s_t[p, :] = exp(Δ_t · A_h) · s_{t−1}[p, :] + Δ_t · B_t · x_t[p],      y_t[p] = C_t · s_t[p, :]
-// This is the Mamba-1 selective scan with per-channel Δ = the Δ of the channel's head (repeated P times),
-// A[d, n] = A_h for every n, and B, C grouped [batch, G, N, L] (channel d reads group d / (D / G), which is head
-// h's group h / (H / G)), so cab::kernels::scan runs it unchanged. That is the SSM (recurrent) form of SSD: it
-// costs what the Mamba-1 scan costs (state D·N per sequence; the chunked autograd form holds [b, T, T, D, N] per
-// chunk). The chunked SSD kernel, which uses that A is a scalar per head (decays [b, T, T, H], matrix multiplies
-// for the rest), comes with the kernels issue.
+// This is the Mamba-1 selective scan with per-channel Δ = the Δ of the channel's head, A[d, n] = A_h for every n,
+// and B, C grouped (channel d reads group d / (D / G), which is head h's group h / (H / G)): head_scan runs it as
+// cab::kernels::ssd_scan (cab/kernels/ssd.h), which on CUDA keeps one Δ row per head and one exponential per step
+// and reads these [batch, L, ·] tensors in place. That is the SSM (recurrent) form of SSD: it costs what the
+// Mamba-1 scan costs at the same N (state D·N per sequence). The chunked matrix-multiply form, which uses that A
+// is a scalar per head (decays [b, T, T, H], tensor-core matrix multiplies for the rest), is not written yet.
 #pragma once
 
 #include <cstdint>
