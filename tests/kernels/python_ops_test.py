@@ -1,5 +1,6 @@
 """cab's kernels from Python: torch.ops.load_library + torch.ops.cab.selective_scan_fwd (forward and, through the
-op's autograd kernel, backward) and torch.ops.cab.bi_selective_scan_fwd against a plain loop.
+op's autograd kernel, backward), torch.ops.cab.bi_selective_scan_fwd and Mamba-2's torch.ops.cab.ssd_scan_fwd
+against plain loops.
 
 Usage: python3 python_ops_test.py path/to/libcab_kernels.so   (exit code 0 = passed; CUDA cases need a GPU)
 """
@@ -65,6 +66,42 @@ def check_gradients(device, bidirectional):
     return relative(y, y_ref.detach()), worst
 
 
+def loop_ssd(x, dt, A, B, C, D, z, dt_bias):
+    """Mamba-2's SSD as the textbook recurrence per head ([P, N] state, scalar decay), in float64."""
+    x, dt, A, B, C, D, z, dt_bias = (t.double().cpu() for t in (x, dt, A, B, C, D, z, dt_bias))
+    dt = torch.nn.functional.softplus(dt + dt_bias)  # [b, L, H]
+    batch, length, heads, p = x.shape
+    per_group = heads // B.shape[2]
+    Bh, Ch = B.repeat_interleave(per_group, 2), C.repeat_interleave(per_group, 2)  # [b, L, H, N]
+    s = torch.zeros(batch, heads, p, B.shape[3], dtype=torch.float64)
+    ys = []
+    for t in range(length):
+        d = dt[:, t, :, None, None]
+        s = torch.exp(d * A[None, :, None, None]) * s + d * x[:, t, :, :, None] * Bh[:, t, :, None, :]
+        ys.append((s * Ch[:, t, :, None, :]).sum(-1) + D[None, :, None] * x[:, t])
+    return torch.stack(ys, 1) * torch.nn.functional.silu(z), s
+
+
+def check_ssd(device):
+    """ssd_scan_fwd and the gradients of every input vs autograd through the float64 loop (fp32, 1e-5 relative)."""
+    torch.manual_seed(2)
+    batch, length, heads, p, groups, n = 2, 11, 4, 3, 2, 8
+    args = dict(x=torch.randn(batch, length, heads, p), dt=torch.rand(batch, length, heads) - 2.0,
+                A=-torch.rand(heads) - 0.5, B=torch.randn(batch, length, groups, n),
+                C=torch.randn(batch, length, groups, n), D=torch.randn(heads), z=torch.randn(batch, length, heads, p),
+                dt_bias=torch.rand(heads) * 0.1)
+    names = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias")
+    ours = {k: v.detach().to(device).requires_grad_(True) for k, v in args.items()}
+    refs = {k: v.detach().double().requires_grad_(True) for k, v in args.items()}
+    y, s = torch.ops.cab.ssd_scan_fwd(*(ours[k] for k in names), True, None)
+    y_ref, s_ref = loop_ssd(**refs)
+    wy, ws = torch.randn(y_ref.shape), torch.randn(s_ref.shape)
+    ((y * wy.to(device)).sum() + (s * ws.to(device)).sum()).backward()
+    ((y_ref * wy.double()).sum() + (s_ref * ws.double()).sum()).backward()
+    err_y = max(relative(y, y_ref.detach()), relative(s, s_ref.detach()))
+    return err_y, max(relative(ours[k].grad, refs[k].grad) for k in names)
+
+
 def main():
     torch.ops.load_library(sys.argv[1])
     torch.manual_seed(0)
@@ -94,6 +131,12 @@ def main():
             kind = "bidirectional" if bidirectional else "one direction"
             print(f"{device}, {kind}: max relative error y {err_y:.2e}, gradients {err_grad:.2e}: "
                   f"{'ok' if ok else 'FAILED'}")
+    for device in devices:
+        err_y, err_grad = check_ssd(device)
+        ok = err_y < 1e-5 and err_grad < 1e-5
+        failures += not ok
+        checks += 1
+        print(f"{device}, ssd: max relative error y/state {err_y:.2e}, gradients {err_grad:.2e}: {'ok' if ok else 'FAILED'}")
     if not torch.cuda.is_available():
         print("cuda: skipped (no CUDA device)")
     print(f"{checks - failures} passed, {failures} failed")
