@@ -218,8 +218,7 @@ std::vector<ScanGrads> scan_cuda_backward(const std::vector<ScanInputs>& dirs, d
                                     : alloc_like(alloc, in.delta, launch.f32, true, "ddelta");
     if (in.z) o.dz = alloc_like(alloc, *in.z, elem, false, "dz");
     o.dA = alloc({shape.dim, shape.dstate}, launch.f32, true, "dA");
-    const at::Tensor& B4 = launch.staged[i].B;
-    o.dB = alloc_like(alloc, B4, launch.f32, true, "dB");
+    o.dB = alloc_like(alloc, launch.staged[i].B, launch.f32, true, "dB");
     o.dC = alloc_like(alloc, launch.staged[i].C, launch.f32, true, "dC");
     if (in.D_skip) o.dD = alloc({shape.dim}, launch.f32, true, "dD");
     if (in.delta_bias) o.dbias = alloc({shape.dim}, launch.f32, true, "ddelta_bias");
