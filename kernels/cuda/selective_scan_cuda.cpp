@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -49,8 +50,22 @@ void check_cuda(const ScanInputs& in, const char* direction, const ScanLayout& l
   TORCH_CHECK(in.u.numel() < (int64_t(1) << 40), "selective_scan (CUDA): inputs too large");
 }
 
-cuda::Strides strides3(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
-cuda::BcStrides strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+// Within a tile the kernels address elements by 32-bit offsets from the tile's first element (up to kThreads rows
+// or 256 states, and kFwdTile steps): strides that would overflow them are refused rather than read wrongly.
+void check_tile_offsets(const at::Tensor& t, int64_t row_stride, int64_t rows, int64_t time_stride) {
+  TORCH_CHECK(std::abs(row_stride) * rows + std::abs(time_stride) * cuda::kFwdTile < std::numeric_limits<int32_t>::max(),
+              "selective_scan (CUDA): a tensor of sizes ", t.sizes(), " has strides ", t.strides(),
+              " too large for the kernels' 32-bit offsets within a tile (row stride · ", rows, " + time stride · ",
+              cuda::kFwdTile, " must stay below 2^31); pass it contiguous");
+}
+cuda::Strides strides3(const at::Tensor& t) {
+  check_tile_offsets(t, t.stride(1), cuda::kThreads, t.stride(2));
+  return {t.stride(0), t.stride(1), t.stride(2)};
+}
+cuda::BcStrides strides4(const at::Tensor& t) {
+  check_tile_offsets(t, t.stride(2), 256, t.stride(3));
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
 
 /// A new tensor of ref's sizes, laid out like ref when ref is dense (so gradients of time-major views come back
 /// time-major), else contiguous.

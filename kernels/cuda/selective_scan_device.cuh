@@ -27,8 +27,8 @@ __device__ __forceinline__ float exp2_approx(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
-__device__ __forceinline__ float softplus(float x) { return x <= 20.f ? log1pf(expf(x)) : x; }
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float softplus(float x) { return x <= 20.f ? log1pf(__expf(x)) : x; }
+__device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
 /// Sum over the `lanes` adjacent threads of one channel (lanes: a power of two ≤ 32, aligned in the warp).
 __device__ __forceinline__ float channel_sum(float v, int lanes) {
@@ -199,34 +199,48 @@ __device__ __forceinline__ void for_each_in_tile(int rows, bool time_fast, F&& f
 __device__ __forceinline__ bool time_fast(const Strides& s) { return s.time == 1 || s.channel != 1; }
 __device__ __forceinline__ bool time_fast(const BcStrides& s) { return s.time == 1 || s.state != 1; }
 
+/// The element (b, d, t) of a [batch, dim, len] tensor as a pointer, and offsets within a tile in 32 bits (the host
+/// checks that a tile's offsets fit: check_tile_offsets).
+template <typename T>
+__device__ __forceinline__ T* element(T* base, const Strides& s, int64_t b, int64_t d, int64_t t) {
+  return base + (b * s.batch + d * s.channel + t * s.time);
+}
+__device__ __forceinline__ int offset(const Strides& s, int row, int j) {
+  return row * static_cast<int>(s.channel) + j * static_cast<int>(s.time);
+}
+
 /// Loads the tile of times [t0, t0 + kT) of the block's channels; times ≥ len and absent channels read as
 /// an identity step (Δ = 0, u = 0, dout = 0), so the recurrence can run over them unchanged. One pass over the
 /// tile loads every tensor (their loads in flight together), threads spread along u's unit-stride dimension.
 template <typename T, int kT>
 __device__ __forceinline__ void stage_channels(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                                const SmemLayout& L, int64_t t0, const ChannelTile& s) {
-  const int64_t len = p.shape.len, hd = p.shape.head_dim;
+  const int64_t hd = p.shape.head_dim;
+  const int steps = p.shape.len - t0 < kT ? static_cast<int>(p.shape.len - t0) : kT;
+  const T* u = s.u ? element(static_cast<const T*>(P.u), P.u_st, G.b, G.d0, t0) : nullptr;
+  const int64_t head0 = hd == 1 ? G.d0 : G.d0 / hd;
+  const T* delta = s.dt ? element(static_cast<const T*>(P.delta), P.delta_st, G.b, head0, t0) : nullptr;
+  const T* z = s.z && P.z ? element(static_cast<const T*>(P.z), P.z_st, G.b, G.d0, t0) : nullptr;
+  const T* dout = s.dout ? element(static_cast<const T*>(p.dout), p.dout_st, G.b, G.d0, t0) : nullptr;
   for_each_in_tile<kT>(G.ch, time_fast(P.u_st), [&](int c, int j) {
-    const int64_t t = t0 + j, d = G.d0 + c;
-    const bool ok = c < G.nch && t < len;
+    const bool ok = c < G.nch && j < steps;
     const int at = c * L.channel_stride + j;
-    if (s.u) s.u[at] = ok ? load(static_cast<const T*>(P.u), at3(P.u_st, G.b, d, t)) : 0.f;
+    if (s.u) s.u[at] = ok ? load(u, offset(P.u_st, c, j)) : 0.f;
     if (s.dt) {
-      const float raw = ok ? load(static_cast<const T*>(P.delta), at3(P.delta_st, G.b, hd == 1 ? d : d / hd, t)) +
-                                 (P.delta_bias ? P.delta_bias[d] : 0.f)
-                           : 0.f;
+      const int head = hd == 1 ? c : static_cast<int>((G.d0 + c) / hd - head0);
+      const float raw = ok ? load(delta, offset(P.delta_st, head, j)) + (P.delta_bias ? P.delta_bias[G.d0 + c] : 0.f) : 0.f;
       s.dt[at] = ok ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
       if (s.dsp) s.dsp[at] = ok ? (p.delta_softplus ? sigmoid(raw) : 1.f) : 0.f;
     }
     if (s.z) {
-      if (P.z) {
-        const float zz = ok ? load(static_cast<const T*>(P.z), at3(P.z_st, G.b, d, t)) : 0.f;
+      if (z) {
+        const float zz = ok ? load(z, offset(P.z_st, c, j)) : 0.f;
         s.z[at] = s.z_silu ? zz * sigmoid(zz) : zz;
       } else {
         s.z[at] = s.z_silu ? 1.f : 0.f;
       }
     }
-    if (s.dout) s.dout[at] = ok ? p.out_scale * load(static_cast<const T*>(p.dout), at3(p.dout_st, G.b, d, t)) : 0.f;
+    if (s.dout) s.dout[at] = ok ? p.out_scale * load(dout, offset(p.dout_st, c, j)) : 0.f;
   });
 }
 
@@ -234,12 +248,16 @@ __device__ __forceinline__ void stage_channels(const ScanParams& p, const ScanDi
 template <typename T, int kT>
 __device__ __forceinline__ void stage_bc(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                          const SmemLayout& L, int64_t t0, float* sB, float* sC) {
-  const int64_t len = p.shape.len, N = p.shape.dstate;
+  const int N = static_cast<int>(p.shape.dstate);
+  const int steps = p.shape.len - t0 < kT ? static_cast<int>(p.shape.len - t0) : kT;
+  const T* B = sB ? static_cast<const T*>(P.B) + at4(P.B_st, G.b, G.g, 0, t0) : nullptr;
+  const T* C = sC ? static_cast<const T*>(P.C) + at4(P.C_st, G.b, G.g, 0, t0) : nullptr;
+  const int Bs = static_cast<int>(P.B_st.state), Bt = static_cast<int>(P.B_st.time);
+  const int Cs = static_cast<int>(P.C_st.state), Ct = static_cast<int>(P.C_st.time);
   for_each_in_tile<kT>(G.npad, time_fast(sB ? P.B_st : P.C_st), [&](int n, int j) {
-    const int64_t t = t0 + j;
-    const bool ok = n < N && t < len;
-    if (sB) sB[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.B), at4(P.B_st, G.b, G.g, n, t)) : 0.f;
-    if (sC) sC[j * L.bc_stride + n] = ok ? load(static_cast<const T*>(P.C), at4(P.C_st, G.b, G.g, n, t)) : 0.f;
+    const bool ok = n < N && j < steps;
+    if (sB) sB[j * L.bc_stride + n] = ok ? load(B, n * Bs + j * Bt) : 0.f;
+    if (sC) sC[j * L.bc_stride + n] = ok ? load(C, n * Cs + j * Ct) : 0.f;
   });
 }
 

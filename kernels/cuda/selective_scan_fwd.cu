@@ -19,11 +19,11 @@ enum class Pass {
 template <typename T, int kT>
 __device__ __forceinline__ void flush_y(const ScanParams& p, const Geometry& G, const SmemLayout& L, int64_t t0,
                                         const float* out, bool add) {
-  T* y = static_cast<T*>(p.y);
+  T* y = element(static_cast<T*>(p.y), p.y_st, G.b, G.d0, t0);
+  const int steps = p.shape.len - t0 < kT ? static_cast<int>(p.shape.len - t0) : kT;
   for_each_in_tile<kT>(G.ch, time_fast(p.y_st), [&](int c, int j) {
-    const int64_t t = t0 + j;
-    if (c < G.nch && t < p.shape.len) {
-      const int64_t idx = at3(p.y_st, G.b, G.d0 + c, t);
+    if (c < G.nch && j < steps) {
+      const int idx = offset(p.y_st, c, j);
       float v = p.out_scale * out[c * L.channel_stride + j];
       if (add) v += load(y, idx);
       store(y, idx, v);
