@@ -203,10 +203,15 @@ __device__ __forceinline__ bool time_fast(const BcStrides& s) { return s.time ==
 /// checks that a tile's offsets fit: check_tile_offsets).
 template <typename T>
 __device__ __forceinline__ T* element(T* base, const Strides& s, int64_t b, int64_t d, int64_t t) {
-  return base + (b * s.batch + d * s.channel + t * s.time);
+  return base + at3(s, b, d, t);
 }
 __device__ __forceinline__ int offset(const Strides& s, int row, int j) {
   return row * static_cast<int>(s.channel) + j * static_cast<int>(s.time);
+}
+/// Steps of the tile starting at t0 that exist (the last tile of the sequence may be partial).
+template <int kT>
+__device__ __forceinline__ int tile_steps(const ScanParams& p, int64_t t0) {
+  return p.shape.len - t0 < kT ? static_cast<int>(p.shape.len - t0) : kT;
 }
 
 /// Loads the tile of times [t0, t0 + kT) of the block's channels; times ≥ len and absent channels read as
@@ -216,7 +221,7 @@ template <typename T, int kT>
 __device__ __forceinline__ void stage_channels(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                                const SmemLayout& L, int64_t t0, const ChannelTile& s) {
   const int64_t hd = p.shape.head_dim;
-  const int steps = p.shape.len - t0 < kT ? static_cast<int>(p.shape.len - t0) : kT;
+  const int steps = tile_steps<kT>(p, t0);
   const T* u = s.u ? element(static_cast<const T*>(P.u), P.u_st, G.b, G.d0, t0) : nullptr;
   const int64_t head0 = hd == 1 ? G.d0 : G.d0 / hd;
   const T* delta = s.dt ? element(static_cast<const T*>(P.delta), P.delta_st, G.b, head0, t0) : nullptr;
@@ -249,7 +254,7 @@ template <typename T, int kT>
 __device__ __forceinline__ void stage_bc(const ScanParams& p, const ScanDirection& P, const Geometry& G,
                                          const SmemLayout& L, int64_t t0, float* sB, float* sC) {
   const int N = static_cast<int>(p.shape.dstate);
-  const int steps = p.shape.len - t0 < kT ? static_cast<int>(p.shape.len - t0) : kT;
+  const int steps = tile_steps<kT>(p, t0);
   const T* B = sB ? static_cast<const T*>(P.B) + at4(P.B_st, G.b, G.g, 0, t0) : nullptr;
   const T* C = sC ? static_cast<const T*>(P.C) + at4(P.C_st, G.b, G.g, 0, t0) : nullptr;
   const int Bs = static_cast<int>(P.B_st.state), Bt = static_cast<int>(P.B_st.time);

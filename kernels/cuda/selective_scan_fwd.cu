@@ -20,7 +20,7 @@ template <typename T, int kT>
 __device__ __forceinline__ void flush_y(const ScanParams& p, const Geometry& G, const SmemLayout& L, int64_t t0,
                                         const float* out, bool add) {
   T* y = element(static_cast<T*>(p.y), p.y_st, G.b, G.d0, t0);
-  const int steps = p.shape.len - t0 < kT ? static_cast<int>(p.shape.len - t0) : kT;
+  const int steps = tile_steps<kT>(p, t0);
   for_each_in_tile<kT>(G.ch, time_fast(p.y_st), [&](int c, int j) {
     if (c < G.nch && j < steps) {
       const int idx = offset(p.y_st, c, j);

@@ -39,6 +39,13 @@ std::string run_config(const std::string& device, int steps) {
          "data_fraction = 0.05\neval_examples = 500\nsimilarity_examples = 0\nprecision = \"fp32\"\n";
 }
 
+// The largest |b − a| / |a| over a's steps (b must have every one of them).
+double largest_relative_difference(const std::map<std::int64_t, double>& a, const std::map<std::int64_t, double>& b) {
+  double worst = 0;
+  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  return worst;
+}
+
 class DataParallel : public cab::test::TempDirTest {
  protected:
   // The sweep of one run (the run config's tables as [base] keys).
@@ -91,8 +98,7 @@ TEST_F(DataParallel, TwoProcessesFollowTheSingleProcessLossCurve) {
   EXPECT_GE(std::stoi(p2.at("gradient_buckets")), 1);
   EXPECT_EQ(rows1, rows2) << "rank 1 must not report: the same metrics, once";
   // The loss of each step is the global batch's in both runs; the tolerance covers summation order only.
-  double worst = 0;
-  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  const double worst = largest_relative_difference(a, b);
   std::cout << "largest relative loss difference over 100 steps, 2 processes vs 1: " << worst << "\n";
   EXPECT_LT(worst, 1e-5) << "largest relative loss difference over 100 steps";
   EXPECT_GT(a.at(0) - a.at(99), 0.3) << "the run must learn, or matching curves prove little";
@@ -117,8 +123,7 @@ TEST_F(DataParallel, SeveralBackwardPassesPerStepStillAverageExactly) {
   const auto a = losses(one, &p1, &s1, &rows1), b = losses(two, &p2, &s2, &rows2);
   ASSERT_EQ(a.size(), 60u);
   ASSERT_EQ(b.size(), 60u);
-  double worst = 0;
-  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  const double worst = largest_relative_difference(a, b);
   std::cout << "largest relative loss difference over 60 steps with 2 backward passes per step: " << worst << "\n";
   EXPECT_LT(worst, 1e-5);
   EXPECT_GT(a.at(0) - a.at(59), 0.2) << "the run must learn";
@@ -218,8 +223,7 @@ TEST_F(DataParallel, NcclProcessGroupOnOneGpuMatchesThePlainRun) {
   EXPECT_EQ(p2.at("collectives"), "nccl");
   ASSERT_EQ(a.size(), 60u);
   ASSERT_EQ(b.size(), 60u);
-  double worst = 0;
-  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  const double worst = largest_relative_difference(a, b);
   std::cout << "largest relative loss difference over 60 steps, NCCL (1 rank) vs plain: " << worst << "\n";
   EXPECT_LT(worst, 1e-3) << "largest relative loss difference over 60 steps";
 }
@@ -262,8 +266,7 @@ TEST_F(DataParallel, TwoGpusWithNcclFollowTheSingleGpuLossCurve) {
   EXPECT_EQ(p2.at("cuda_visible_devices"), "0,1") << "the run sees both GPUs; rank r takes the r-th";
   EXPECT_EQ(p2.at("cuda_devices"), "2");
   EXPECT_EQ(rows1, rows2) << "rank 1 must not report: the same metrics, once";
-  double worst = 0;
-  for (const auto& [step, value] : a) worst = std::max(worst, std::abs(b.at(step) - value) / std::abs(value));
+  const double worst = largest_relative_difference(a, b);
   std::cout << "largest relative loss difference over 100 steps, 2 GPUs (NCCL) vs 1 GPU: " << worst << "\n";
   EXPECT_LT(worst, 1e-3) << "largest relative loss difference over 100 steps";
   EXPECT_GT(a.at(0) - a.at(99), 0.3) << "the run must learn, or matching curves prove little";
