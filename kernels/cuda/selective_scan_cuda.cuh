@@ -31,6 +31,10 @@ enum class ScanDtype { f32, f16, bf16 };
 constexpr int kThreads = 128;   ///< threads per block
 constexpr int kFwdTile = 16;    ///< time steps staged per tile in the forward passes
 constexpr int kBwdTile = 8;     ///< time steps staged per tile in the backward pass (its states are kept per step)
+constexpr int kRowThreads = 64; ///< row kernels: channels (threads) per block
+constexpr int kRowTile = 8;     ///< row kernels: time steps per tile
+constexpr int kRowStates = 16;  ///< row kernels: states per thread (the most N they take)
+static_assert(kRowTile == kBwdTile, "the backward's scratch holds one state per kBwdTile steps either way");
 
 /// Element strides of a [batch, dim, len] tensor (for delta and ddelta with head_dim > 1: [batch, heads, len]).
 struct Strides {
@@ -99,10 +103,14 @@ struct ScanPlan {
   int64_t blocks = 1;           ///< channel tiles in all: batch · groups · tiles_per_group
   int chunks = 1;               ///< time chunks scanned in parallel
   int64_t chunk_len = 0;        ///< time steps per chunk, a multiple of kFwdTile (and kBwdTile)
+  /// The row kernels (selective_scan_rows.cu): one thread per (batch, channel) row with all N ≤ kRowStates
+  /// states, for Mamba-1 shapes with enough rows to fill the GPU unchunked; then lanes = 1, states_per_lane =
+  /// kRowStates, channels_per_block = kRowThreads and chunks = 1.
+  bool rows = false;
   /// Floats of the backward's scratch buffer (tile-start states) for `directions` directions.
   std::size_t scratch_floats(int directions, int64_t len) const {
     const int64_t tiles = (len + kBwdTile - 1) / kBwdTile;
-    return static_cast<std::size_t>(directions) * tiles * blocks * kThreads * states_per_lane;
+    return static_cast<std::size_t>(directions) * tiles * blocks * channels_per_block * lanes * states_per_lane;
   }
 };
 
@@ -129,6 +137,9 @@ cudaError_t scan_forward(const ScanParams& params, ScanDtype dtype, cudaStream_t
 /// Needs the chunk_state of the forward when chunked (recompute it with scan_forward's chunk passes if absent:
 /// `have_chunk_states` false).
 cudaError_t scan_backward(const ScanParams& params, ScanDtype dtype, bool have_chunk_states, cudaStream_t stream);
+
+/// The row kernels (plan.rows): the forward, or the backward (no chunk states: rows are never chunked).
+cudaError_t scan_rows(const ScanParams& params, ScanDtype dtype, bool backward, cudaStream_t stream);
 
 namespace detail {
 /// The states entering every chunk (chunk_state) from each chunk run from zero plus a sequential combine.

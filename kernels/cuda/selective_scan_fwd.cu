@@ -205,6 +205,16 @@ ScanPlan plan_scan(const ScanShape& s, int sm_count) {
     chunks = chunks < most ? chunks : most;
     chunks = chunks < 4096 ? chunks : 4096;
   }
+  // The row kernels: N fits one thread and the rows alone give ≥ 8 warps per SM.
+  if (chunks == 1 && s.dstate <= kRowStates && !s.scalar_A && s.head_dim == 1 &&
+      s.batch * s.dim >= static_cast<int64_t>(sm_count) * 256) {
+    plan.rows = true;
+    plan.lanes = 1;
+    plan.states_per_lane = kRowStates;
+    plan.channels_per_block = kRowThreads;
+    plan.tiles_per_group = (per_group + kRowThreads - 1) / kRowThreads;
+    plan.blocks = s.batch * s.groups * plan.tiles_per_group;
+  }
   const int64_t tiles_per_chunk = (tiles + chunks - 1) / chunks;
   plan.chunk_len = tiles_per_chunk * kFwdTile;
   plan.chunks = static_cast<int>((tiles + tiles_per_chunk - 1) / tiles_per_chunk);
@@ -212,6 +222,7 @@ ScanPlan plan_scan(const ScanShape& s, int sm_count) {
 }
 
 cudaError_t scan_forward(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
+  if (p.plan.rows) return scan_rows(p, dtype, false, stream);
   if (p.plan.chunks > 1) {
     if (const cudaError_t err = detail::launch_chunk_states(p, dtype, stream); err != cudaSuccess) return err;
   }

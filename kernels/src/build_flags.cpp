@@ -15,6 +15,7 @@ bool built_with_cuda() {
 std::vector<std::string> testing::cuda_guard_violations(const ScanInputs&, const ScanInputs*) {
   TORCH_CHECK(false, "cuda_guard_violations: this build of cab's kernels has no CUDA");
 }
+std::string testing::cuda_layout(const ScanInputs&) { TORCH_CHECK(false, "cuda_layout: this build of cab's kernels has no CUDA"); }
 #endif
 
 }  // namespace cab::kernels

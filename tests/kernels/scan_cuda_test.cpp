@@ -32,6 +32,7 @@ struct GpuCase {
   int64_t batch, dim, len, dstate, groups;  // groups 0: B, C as [batch, N, L]
   bool z, D, bias, softplus, h0, bidirectional;
   bool bf16_only = false;  // large shapes: the target dtype only, to keep the CPU side of the test short
+  std::string layout = "";  // the kernels the case must take on the GPU (testing::cuda_layout), when it matters
 };
 
 std::ostream& operator<<(std::ostream& os, const GpuCase& c) { return os << c.name; }
@@ -53,8 +54,13 @@ const std::vector<GpuCase> kGpuCases = {
     {"bi_l1_n3", 2, 4, 1, 3, 0, true, true, true, true, true, true},
     {"bi_vim_like_d70_l197", 8, 70, 197, 16, 0, true, true, true, true, false, true},
     {"bi_chunked_grouped_l4100", 1, 8, 4100, 16, 2, true, true, true, true, true, true},
-    {"vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, false, true},
-    {"bi_vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, true, true},
+    {"vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, false, true, "rows"},
+    {"bi_vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, true, true, "rows"},
+    // The row kernels in every dtype (B·D = 38400 rows fill ≤ 150 SMs unchunked): N < 16 padded, 100 channels per
+    // group (a full and a partial block of 64), L = 37 (a partial 8-step tile), initial states.
+    {"rows_b128_d300_l37_n5_g3_h0", 128, 300, 37, 5, 3, true, true, true, true, true, false, false, "rows"},
+    {"bi_rows_b128_d300_l37_n16_h0", 128, 300, 37, 16, 0, true, true, true, true, true, true, false, "rows"},
+    {"rows_no_options_b128_d300_l9_n1", 128, 300, 9, 1, 0, false, false, false, false, false, false, false, "rows"},
 };
 
 ScanInputs make_inputs(const GpuCase& c, at::ScalarType dtype, uint64_t seed) {
@@ -140,6 +146,7 @@ void compare_with_cpu(const GpuCase& c, at::Device device) {
     if (c.bf16_only && dtype != at::kBFloat16) continue;
     SCOPED_TRACE(c10::toString(dtype));
     const ScanInputs fwd = make_inputs(c, dtype, 11);
+    if (!c.layout.empty()) ASSERT_EQ(cab::kernels::testing::cuda_layout(map(fwd, [](const at::Tensor& t) { return t.cuda(); })), c.layout);
     std::optional<ScanInputs> bwd;
     if (c.bidirectional) {
       bwd = make_inputs(c, dtype, 12);
@@ -243,9 +250,10 @@ TEST(GpuScan, TimeMajorViewsAreReadInPlaceAndTheirGradientsComeBackTimeMajor) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
   // The layout of a model: delta, z, B and C are transposes of [b, L, ·] projections; u is [b, D, L] contiguous.
   // The kernel reads them through their strides: the same numbers as from contiguous copies, bit for bit.
+  for (const std::size_t which : {std::size_t{3}, std::size_t{15}})
   for (bool bidirectional : {false, true}) {
-    SCOPED_TRACE(bidirectional ? "bidirectional" : "one direction");
-    const ScanInputs in = make_inputs(kGpuCases[3], at::kBFloat16, 32);
+    SCOPED_TRACE(kGpuCases[which].name + (bidirectional ? ", bidirectional" : ", one direction"));
+    const ScanInputs in = make_inputs(kGpuCases[which], at::kBFloat16, 32);
     auto time_major = [](const at::Tensor& t) { return t.transpose(-1, -2).contiguous().transpose(-1, -2); };
     std::vector<at::Tensor> grads[2];
     at::Tensor ys[2];

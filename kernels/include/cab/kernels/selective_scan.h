@@ -69,6 +69,10 @@ namespace testing {
 /// output and work buffer inside a NaN-filled allocation with guard elements on both sides. Returns what went
 /// wrong — a guard region written, output elements never written — or nothing. Throws in builds without CUDA.
 CAB_KERNELS_API std::vector<std::string> cuda_guard_violations(const ScanInputs& fwd, const ScanInputs* bwd = nullptr);
+/// For the kernel tests: which CUDA kernels the inputs' shape takes on the current device: "rows" (one thread per
+/// row), "lanes" (a channel over several threads) or "lanes, K chunks" (time split into K chunks). Throws in
+/// builds without CUDA.
+CAB_KERNELS_API std::string cuda_layout(const ScanInputs& in);
 }  // namespace testing
 
 }  // namespace cab::kernels
