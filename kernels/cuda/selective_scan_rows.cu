@@ -15,6 +15,10 @@ constexpr int kRowStride = kRowTile + 1;                  ///< floats per channe
 constexpr int kRowElems = kRowTile;  ///< elements of a [channel][step] tile per thread (kRowThreads channels)
 constexpr int kRowBcElems = kRowStates * kRowTile / kRowThreads;  ///< elements of a B or C tile per thread
 constexpr int kQuads = kRowStates / 4;
+#ifndef CAB_ROW_SWEEP_UNROLL
+#define CAB_ROW_SWEEP_UNROLL 1
+#endif
+constexpr int kSweepUnroll = CAB_ROW_SWEEP_UNROLL;
 
 /// Where a row block sits: its (batch, group), its first channel, this thread's channel.
 struct RowGeometry {
@@ -39,21 +43,31 @@ __device__ __forceinline__ RowGeometry row_geometry(const ScanParams& p) {
   return G;
 }
 
-/// Element i of this thread's share of a [rows][kRowTile] tile: (row, step), threads along the unit-stride side.
-__device__ __forceinline__ void row_tile_element(int i, int rows, bool time_fast, int& r, int& j) {
-  const int e = threadIdx.x + i * kRowThreads;
-  if (time_fast) r = e / kRowTile, j = e % kRowTile;
-  else r = e % rows, j = e / rows;
-}
+/// This thread's elements of a [rows][kRowTile] tile (rows divides kRowThreads), threads along the tensor's
+/// unit-stride side: element i is (row r0 + i·dr, step j0 + i·dj), so its offset in a tensor is affine in i.
+struct RowTileMap {
+  int r0, j0, dr, dj;
+  __device__ __forceinline__ RowTileMap(int rows, bool time_fast) {
+    const int e = threadIdx.x;
+    if (time_fast) r0 = e / kRowTile, j0 = e % kRowTile, dr = kRowThreads / kRowTile, dj = 0;
+    else r0 = e % rows, j0 = e / rows, dr = 0, dj = kRowThreads / rows;
+  }
+  /// Offset of element 0 and the step between elements in a tensor of these row and time strides.
+  __device__ __forceinline__ int first(int64_t row_stride, int64_t time_stride) const {
+    return r0 * static_cast<int>(row_stride) + j0 * static_cast<int>(time_stride);
+  }
+  __device__ __forceinline__ int step(int64_t row_stride, int64_t time_stride) const {
+    return dr * static_cast<int>(row_stride) + dj * static_cast<int>(time_stride);
+  }
+};
 
 /// Calls f(i, row, step, ok) for this thread's kCount elements of a [rows][kRowTile] tile; ok: row < live_rows
 /// and step < steps.
 template <int kCount, typename F>
-__device__ __forceinline__ void for_row_elements(int rows, bool time_fast, int live_rows, int steps, F&& f) {
+__device__ __forceinline__ void for_row_elements(const RowTileMap& m, int live_rows, int steps, F&& f) {
 #pragma unroll
   for (int i = 0; i < kCount; ++i) {
-    int r, j;
-    row_tile_element(i, rows, time_fast, r, j);
+    const int r = m.r0 + i * m.dr, j = m.j0 + i * m.dj;
     f(i, r, j, r < live_rows && j < steps);
   }
 }
@@ -95,18 +109,30 @@ struct RowTileRegs {
     const T* pdt = element(static_cast<const T*>(P.delta), P.delta_st, G.b, G.d0, t0);
     const T* pz = P.z ? element(static_cast<const T*>(P.z), P.z_st, G.b, G.d0, t0) : nullptr;
     const T* pdo = w.dout ? element(static_cast<const T*>(p.dout), p.dout_st, G.b, G.d0, t0) : nullptr;
-    for_row_elements<kRowElems>(kRowThreads, time_fast(P.u_st), G.nch, steps, [&](int i, int c, int j, bool ok) {
-      if (ok && w.u) u[i] = pu[offset(P.u_st, c, j)];
-      if (ok && w.dt) dt[i] = pdt[offset(P.delta_st, c, j)];
-      if (ok && w.z && pz) z[i] = pz[offset(P.z_st, c, j)];
-      if (ok && w.dout) dout[i] = pdo[offset(p.dout_st, c, j)];
+    const RowTileMap m(kRowThreads, time_fast(P.u_st));
+    // Element i of each tensor at base + first + i · step (32-bit offsets within the tile: check_tile_offsets).
+    pu += m.first(P.u_st.channel, P.u_st.time);
+    pdt += m.first(P.delta_st.channel, P.delta_st.time);
+    if (pz) pz += m.first(P.z_st.channel, P.z_st.time);
+    if (pdo) pdo += m.first(p.dout_st.channel, p.dout_st.time);
+    const int su = m.step(P.u_st.channel, P.u_st.time), sdt = m.step(P.delta_st.channel, P.delta_st.time);
+    const int sz = pz ? m.step(P.z_st.channel, P.z_st.time) : 0, sdo = pdo ? m.step(p.dout_st.channel, p.dout_st.time) : 0;
+    for_row_elements<kRowElems>(m, G.nch, steps, [&](int i, int, int, bool ok) {
+      if (ok && w.u) u[i] = pu[i * su];
+      if (ok && w.dt) dt[i] = pdt[i * sdt];
+      if (ok && w.z && pz) z[i] = pz[i * sz];
+      if (ok && w.dout) dout[i] = pdo[i * sdo];
     });
     const int N = static_cast<int>(p.shape.dstate);
     const T* pB = static_cast<const T*>(P.B) + at4(P.B_st, G.b, G.g, 0, t0);
     const T* pC = static_cast<const T*>(P.C) + at4(P.C_st, G.b, G.g, 0, t0);
-    for_row_elements<kRowBcElems>(kRowStates, time_fast(P.B_st), N, steps, [&](int i, int n, int j, bool ok) {
-      if (ok && w.B) B[i] = pB[n * static_cast<int>(P.B_st.state) + j * static_cast<int>(P.B_st.time)];
-      if (ok && w.C) C[i] = pC[n * static_cast<int>(P.C_st.state) + j * static_cast<int>(P.C_st.time)];
+    const RowTileMap mb(kRowStates, time_fast(P.B_st));
+    const int sB = mb.step(P.B_st.state, P.B_st.time), sC = mb.step(P.C_st.state, P.C_st.time);
+    pB += mb.first(P.B_st.state, P.B_st.time);
+    pC += mb.first(P.C_st.state, P.C_st.time);
+    for_row_elements<kRowBcElems>(mb, N, steps, [&](int i, int, int, bool ok) {
+      if (ok && w.B) B[i] = pB[i * sB];
+      if (ok && w.C) C[i] = pC[i * sC];
     });
   }
 
@@ -115,7 +141,7 @@ struct RowTileRegs {
   __device__ __forceinline__ void commit(const ScanParams& p, const ScanDirection& P, const RowGeometry& G, int64_t t0,
                                          const RowWants& w, bool z_silu, RowShared& s) const {
     const int steps = tile_steps<kRowTile>(p, t0);
-    for_row_elements<kRowElems>(kRowThreads, time_fast(P.u_st), G.nch, steps, [&](int i, int c, int j, bool ok) {
+    for_row_elements<kRowElems>(RowTileMap(kRowThreads, time_fast(P.u_st)), G.nch, steps, [&](int i, int c, int j, bool ok) {
       const int at = c * kRowStride + j;
       if (w.u) s.u[at] = ok ? to_float(u[i]) : 0.f;
       if (w.dt) {
@@ -134,7 +160,7 @@ struct RowTileRegs {
       if (w.dout) s.dout[at] = ok ? p.out_scale * to_float(dout[i]) : 0.f;
     });
     const int N = static_cast<int>(p.shape.dstate);
-    for_row_elements<kRowBcElems>(kRowStates, time_fast(P.B_st), N, steps, [&](int i, int n, int j, bool ok) {
+    for_row_elements<kRowBcElems>(RowTileMap(kRowStates, time_fast(P.B_st)), N, steps, [&](int i, int n, int j, bool ok) {
       if (w.B) s.B[j * kRowStates + n] = ok ? to_float(B[i]) : 0.f;
       if (w.C) s.C[j * kRowStates + n] = ok ? to_float(C[i]) : 0.f;
     });
@@ -161,7 +187,7 @@ struct RowDirection {
   }
 };
 
-/// h ← exp(Δ A) ⊙ h + Δ u B_j for all states, and, with `C`, returns Σ_n C_j[n] h[n] after the step.
+/// h ← exp(Δ A) ⊙ h + Δ u B_j for all states, and, with kOutput, returns Σ_n C_j[n] h[n] after the step.
 template <bool kOutput>
 __device__ __forceinline__ float row_step(float (&h)[kRowStates], const float (&A2)[kRowStates], float dt, float x,
                                           const float* B, const float* C) {
@@ -185,19 +211,30 @@ __device__ __forceinline__ float row_step(float (&h)[kRowStates], const float (&
   return acc;
 }
 
+/// Σ_n C[n] h[n] over the row's states, summed per quad.
+__device__ __forceinline__ float row_dot(const float* C, const float (&h)[kRowStates]) {
+  float part[kQuads];
+#pragma unroll
+  for (int q = 0; q < kQuads; ++q) {
+    const float4 c = reinterpret_cast<const float4*>(C)[q];
+    part[q] = fmaf(c.x, h[4 * q], fmaf(c.y, h[4 * q + 1], fmaf(c.z, h[4 * q + 2], c.w * h[4 * q + 3])));
+  }
+  return (part[0] + part[1]) + (part[2] + part[3]);
+}
+
 /// Writes scale · src (a [channel][step] array) to the tile [t0, t0 + kRowTile) of dst; with `add`, adds what dst
 /// holds there (written earlier by this same thread: the mapping of elements to threads is fixed).
 template <typename T>
 __device__ __forceinline__ void write_tile(const ScanParams& p, const RowGeometry& G, int64_t t0, T* base,
                                            const Strides& st, const float* src, float scale, bool add) {
-  T* dst = element(base, st, G.b, G.d0, t0);
-  const int steps = tile_steps<kRowTile>(p, t0);
-  for_row_elements<kRowElems>(kRowThreads, time_fast(st), G.nch, steps, [&](int, int c, int j, bool ok) {
+  const RowTileMap m(kRowThreads, time_fast(st));
+  T* dst = element(base, st, G.b, G.d0, t0) + m.first(st.channel, st.time);
+  const int step = m.step(st.channel, st.time);
+  for_row_elements<kRowElems>(m, G.nch, tile_steps<kRowTile>(p, t0), [&](int i, int c, int j, bool ok) {
     if (!ok) return;
-    const int idx = offset(st, c, j);
     float v = scale * src[c * kRowStride + j];
-    if (add) v += to_float(dst[idx]);
-    dst[idx] = from_float<T>(v);
+    if (add) v += to_float(dst[i * step]);
+    dst[i * step] = from_float<T>(v);
   });
 }
 
@@ -318,18 +355,13 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
         row_step<false>(h, A2, dt, dt * s.u[at_c + j], s.B + j * kRowStates, nullptr);
       }
       // h is the state after the tile's last step; walking back, the state after step jj is the one before jj+1.
-#pragma unroll 1
+#pragma unroll kSweepUnroll
       for (int jj = kRowTile - 1; jj >= 0; --jj) {
         const int j = rev ? kRowTile - 1 - jj : jj;
         const float* Bj = s.B + j * kRowStates;
         const float* Cj = s.C + j * kRowStates;
         const float dt = s.dt[at_c + j], uu = s.u[at_c + j], dout = s.dout[at_c + j];
-        float y_pre = 0.f;
-#pragma unroll
-        for (int qd = 0; qd < kQuads; ++qd) {
-          const float4 c4 = reinterpret_cast<const float4*>(Cj)[qd];
-          y_pre = fmaf(c4.x, h[4 * qd], fmaf(c4.y, h[4 * qd + 1], fmaf(c4.z, h[4 * qd + 2], fmaf(c4.w, h[4 * qd + 3], y_pre))));
-        }
+        float y_pre = row_dot(Cj, h);
         y_pre = fmaf(start.D, uu, y_pre);
         float dy = dout, dz = 0.f;
         if (P.z) {
@@ -338,7 +370,7 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
           dz = dout * y_pre * sz * (1.f + zz * (1.f - sz));
         }
         const float dtu = dt * uu;
-        float du_part = 0.f, adt_part = 0.f;  // Σ g B, Σ g a h_{t−1} A (A · log2 e, times ln 2 below)
+        float du_q[kQuads], adt_q[kQuads];  // per quad: Σ g B, Σ g a h_{t−1} A (A · log2 e, times ln 2 below)
 #pragma unroll
         for (int qd = 0; qd < kQuads; ++qd) {
           const float4 hp4 = sb.hist[jj][qd][threadIdx.x];
@@ -347,6 +379,7 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
           const float hp[4] = {hp4.x, hp4.y, hp4.z, hp4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
           const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
           float v[8];  // this quad's ∂B terms, then its ∂C terms
+          du_q[qd] = adt_q[qd] = 0.f;
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
             const int n = 4 * qd + k;
@@ -354,15 +387,17 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
             const float g = fmaf(dy, cv[k], q[n]);  // ∂L/∂h_t
             v[k] = g * dtu;
             v[4 + k] = dy * h[n];
-            du_part = fmaf(g, bv[k], du_part);
+            du_q[qd] = fmaf(g, bv[k], du_q[qd]);
             const float gah = g * a * hp[k];
-            adt_part = fmaf(gah, A2[n], adt_part);
+            adt_q[qd] = fmaf(gah, A2[n], adt_q[qd]);
             dA_acc[n] = fmaf(gah, dt, dA_acc[n]);
             q[n] = a * g;
             h[n] = hp[k];
           }
           reduce_channels<8>(v, 1, 0, &sb.red[warp][j][qd][0]);
         }
+        const float du_part = (du_q[0] + du_q[1]) + (du_q[2] + du_q[3]);
+        const float adt_part = (adt_q[0] + adt_q[1]) + (adt_q[2] + adt_q[3]);
         const float ddelta = fmaf(kLn2, adt_part, uu * du_part) * s.dsp[at_c + j];
         s.u[at_c + j] = fmaf(start.D, dy, dt * du_part);  // ∂u over u
         s.dt[at_c + j] = ddelta;                     // ∂Δ over Δ
@@ -378,12 +413,15 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
       for (int which = 0; which < 2; ++which) {
         float* dst = which == 0 ? P.dB : P.dC;
         const BcStrides& st = which == 0 ? P.dB_st : P.dC_st;
-        for_row_elements<kRowBcElems>(kRowStates, time_fast(st), static_cast<int>(N), steps, [&](int, int n, int j, bool ok) {
+        const RowTileMap m(kRowStates, time_fast(st));
+        float* at = dst + at4(st, G.b, G.g, 0, t0) + m.first(st.state, st.time);
+        const int step = m.step(st.state, st.time);
+        for_row_elements<kRowBcElems>(m, static_cast<int>(N), steps, [&](int i, int n, int j, bool ok) {
           if (!ok) return;
           float sum = 0.f;
 #pragma unroll
           for (int w = 0; w < kRowThreads / 32; ++w) sum += sb.red[w][j][n / 4][4 * which + n % 4];
-          atomicAdd(dst + at4(st, G.b, G.g, n, t0 + j), sum);
+          atomicAdd(at + i * step, sum);
         });
       }
     }
