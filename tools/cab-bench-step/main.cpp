@@ -280,7 +280,13 @@ int main(int argc, char** argv) {
     double soft_ms = -1;  // this precision's soft-kd step, for the alignment's share of the cab step
     for (const std::string m : {"soft-kd", "cab"}) {
       if (!only.empty() && only != m) continue;
-      const Result r = run_case(s, m, p == "bf16");
+      Result r;
+      try {
+        r = run_case(s, m, p == "bf16");
+      } catch (const cab::PluginError& e) {  // a plugin not built or not found: say which, do not abort
+        std::cerr << "cab-bench-step: " << e.what() << "\n";
+        return cab::cli::kPluginError;
+      }
       std::string line = fmt::format("{{\"case\": \"{}\", \"method\": \"{}\", \"precision\": \"{}\", \"batch\": {}, "
                                      "\"image_size\": {}, \"teacher\": \"vit/deit-tiny\", \"student\": \"vim/vim-tiny\"",
                                      m, m, p, b, s.image_size);
