@@ -10,6 +10,7 @@
 namespace cab::kernels::cuda::detail {
 
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kWarps = kThreads / 32;
 
@@ -49,7 +50,7 @@ __device__ __forceinline__ float log2_approx(float x) {
 __device__ __forceinline__ float softplus(float x) {
   const float t = exp2_approx(x * kLog2e);
   const float series = t * fmaf(t, fmaf(t, 1.f / 3.f, -0.5f), 1.f);
-  const float log1p = t < 1.f / 64.f ? series : 0.6931471805599453f * log2_approx(1.f + t);
+  const float log1p = t < 1.f / 64.f ? series : kLn2 * log2_approx(1.f + t);
   return x > 20.f ? x : log1p;
 }
 /// 1 / (1 + e^−x) from two MUFU instructions.
