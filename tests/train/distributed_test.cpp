@@ -18,8 +18,16 @@
 #include <sstream>
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
 
 #include "cab/store/store.h"
+#include "cab/train/distributed.h"
 #include "test_support.h"
 
 namespace {
@@ -146,6 +154,76 @@ TEST_F(DataParallel, ARankThatDiesFailsTheRunWithItsName) {
   EXPECT_EQ(runs[0].status, cab::store::Status::failed);
   EXPECT_NE(runs[0].error.find("data-parallel rank 1 died of signal 6"), std::string::npos) << runs[0].error;
   EXPECT_NE(runs[0].error.find("run-1-attempt-1.log.rank1"), std::string::npos) << runs[0].error;
+}
+
+namespace {
+
+// A port nobody listens on now (the kernel's pick for port 0).
+int unused_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+cab::train::DistributedEnv rank_env(int rank, int port) {
+  cab::train::DistributedEnv env;
+  env.rank = env.local_rank = rank;
+  env.world_size = 2;
+  env.master_port = port;
+  env.launched = true;
+  return env;
+}
+
+}  // namespace
+
+// Rank 0 serves the rendezvous store: after the last collective it must stay until the other rank is past it,
+// or a rank still reading the last all-reduce finds the store gone (it failed this way under load, 1 run in 12).
+TEST(DataParallelDeparture, RankZeroLeavesOnlyAfterEveryRankHas) {
+  using Clock = std::chrono::steady_clock;
+  const int port = unused_port();
+  std::promise<Clock::time_point> rank1_left;
+  std::thread rank1([&] {
+    auto comm = cab::train::connect(rank_env(1, port), at::Device(at::kCPU), std::chrono::seconds(30));
+    at::Tensor x = at::full({3}, 2.0);
+    comm->all_reduce_sum(x);
+    EXPECT_TRUE(x.eq(3.0).all().item<bool>());
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a slow rank
+    rank1_left.set_value(Clock::now());
+    comm->leave();
+  });
+  auto comm = cab::train::connect(rank_env(0, port), at::Device(at::kCPU), std::chrono::seconds(30));
+  at::Tensor x = at::ones({3});
+  comm->all_reduce_sum(x);
+  EXPECT_TRUE(x.eq(3.0).all().item<bool>());
+  comm->leave();
+  const auto rank0_done = Clock::now();
+  rank1.join();
+  EXPECT_GE(rank0_done, rank1_left.get_future().get()) << "rank 0 left before rank 1 did";
+}
+
+// A rank that never leaves: rank 0 gives up after the timeout and names it.
+TEST(DataParallelDeparture, ARankThatNeverLeavesIsNamed) {
+  const int port = unused_port();
+  std::promise<void> rank0_gave_up;
+  std::thread rank1([&] {
+    auto comm = cab::train::connect(rank_env(1, port), at::Device(at::kCPU), std::chrono::seconds(30));
+    rank0_gave_up.get_future().wait();  // stays connected without leaving
+  });
+  auto comm = cab::train::connect(rank_env(0, port), at::Device(at::kCPU), std::chrono::seconds(1));
+  try {
+    comm->leave();
+    ADD_FAILURE() << "leave() returned although rank 1 never left";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("rank(s) 1 did not finish within 1 s"), std::string::npos) << e.what();
+  }
+  rank0_gave_up.set_value();
+  rank1.join();
 }
 
 // A Slurm task with several GPUs ([slurm] gpus = 2) trains its run data-parallel: the job script passes

@@ -316,5 +316,6 @@ int main(int argc, char** argv) {
       std::cout << line << "}" << std::endl;
     }
   }
+  if (comm) comm->leave();
   return cab::cli::kOk;
 }

@@ -31,8 +31,8 @@ int env_int(const char* name, int fallback, int min, int max) {
 /// CPU runs and for the tests. Synchronous; the returned wait function does nothing.
 class StoreCommunicator final : public Communicator {
  public:
-  StoreCommunicator(c10::intrusive_ptr<c10d::Store> store, int rank, int size)
-      : store_(std::move(store)), rank_(rank), size_(size) {}
+  StoreCommunicator(c10::intrusive_ptr<c10d::Store> store, int rank, int size, std::chrono::milliseconds timeout)
+      : store_(std::move(store)), rank_(rank), size_(size), timeout_(timeout) {}
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "tcp-store"; }
@@ -52,6 +52,7 @@ class StoreCommunicator final : public Communicator {
     if (rank_ != root) flat.zero_();
     all_reduce_sum(flat);
   }
+  void leave() override { detail::leave(*store_, rank_, size_, timeout_); }
 
  private:
   std::string next_prefix(const char* op) {
@@ -79,11 +80,28 @@ class StoreCommunicator final : public Communicator {
 
   c10::intrusive_ptr<c10d::Store> store_;
   int rank_, size_;
+  std::chrono::milliseconds timeout_;
   std::int64_t seq_ = 0;
   std::string published_[2];
 };
 
 }  // namespace
+
+void detail::leave(c10d::Store& store, int rank, int size, std::chrono::milliseconds timeout) {
+  store.set(fmt::format("cab/left/{}", rank), std::vector<std::uint8_t>{1});
+  if (rank != 0) return;
+  std::vector<std::string> keys;
+  for (int r = 1; r < size; ++r) keys.push_back(fmt::format("cab/left/{}", r));
+  try {
+    store.wait(keys, timeout);
+  } catch (const std::exception&) {
+    std::string missing;
+    for (int r = 1; r < size; ++r)
+      if (!store.check({fmt::format("cab/left/{}", r)})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    throw Error(fmt::format("data-parallel: rank 0 finished, but rank(s) {} did not finish within {} s", missing,
+                            std::chrono::duration_cast<std::chrono::seconds>(timeout).count()));
+  }
+}
 
 DistributedEnv DistributedEnv::from_environment() {
   DistributedEnv env;
@@ -125,7 +143,7 @@ std::unique_ptr<Communicator> connect(const DistributedEnv& env, const at::Devic
                 "when it was configured; install NCCL's headers or the nvidia-nccl wheel and reconfigure)");
 #endif
   }
-  return std::make_unique<StoreCommunicator>(store, env.rank, env.world_size);
+  return std::make_unique<StoreCommunicator>(store, env.rank, env.world_size, timeout);
 }
 
 // ---- GradientSync ----

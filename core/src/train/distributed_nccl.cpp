@@ -13,7 +13,7 @@ namespace {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, std::chrono::milliseconds timeout)
-      : rank_(rank), size_(size) {
+      : store_(store), rank_(rank), size_(size), timeout_(timeout) {
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
     group_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
@@ -34,9 +34,12 @@ class NcclCommunicator final : public Communicator {
     options.rootRank = root;
     group_->broadcast(tensors, options)->wait();
   }
+  void leave() override { detail::leave(*store_, rank_, size_, timeout_); }
 
  private:
+  c10::intrusive_ptr<c10d::Store> store_;
   int rank_, size_;
+  std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> group_;
 };
 

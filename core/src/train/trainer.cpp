@@ -596,7 +596,10 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     }
   }
   result.steps = state.step;
-  if (result.stopped) return result;
+  if (result.stopped) {
+    if (comm) comm->leave();  // rank 0 keeps the rendezvous store up until every rank is past its last collective
+    return result;
+  }
 
   // ---- the end: evaluation, instrumentation, the trained model ----
   const EvalResult final_eval = run_eval(steps);
@@ -622,6 +625,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     const double items = token_inputs ? 0 : static_cast<double>(batch_size);
     if (items > 0) reporter.summary("examples_per_s", fmt::format("{:.1f}", items / ms * 1e3));
   }
+  if (comm) comm->leave();  // the final evaluation was the last collective
   if (align_steps > 0) reporter.summary("align_share", fmt::format("{:.4f}", align_share_sum / align_steps));
   if (cuda) reporter.summary("peak_memory_mb", fmt::format("{:.1f}", peak_memory_mb()));
 

@@ -46,6 +46,10 @@ class CAB_API Communicator {
   void all_reduce_sum(at::Tensor flat) { all_reduce_sum_async(std::move(flat))(); }
   /// Overwrites `flat` with rank `root`'s values.
   virtual void broadcast(at::Tensor flat, int root) = 0;
+  /// Every rank calls it once after its last collective; it returns on rank 0 when all ranks have called it.
+  /// Rank 0 serves the rendezvous store, so leaving without it could shut the store down while a slower rank
+  /// still reads the last collective from it.
+  virtual void leave() = 0;
 };
 
 /// Joins the run's process group: NCCL for a CUDA `device` (NCCL_NVLS_ENABLE=0 is set first: NVLink multicast
