@@ -214,7 +214,7 @@ cudaError_t launch_backward(const ScanParams& p, cudaStream_t stream) {
 }  // namespace detail
 
 cudaError_t scan_backward(const ScanParams& p, ScanDtype dtype, bool have_chunk_states, cudaStream_t stream) {
-  if (p.plan.rows) return scan_rows(p, dtype, true, stream);
+  if (p.plan.rows) return scan_rows(p, dtype, true, have_chunk_states, stream);
   if (p.plan.chunks > 1) {
     if (!have_chunk_states) {
       if (const cudaError_t err = detail::launch_chunk_states(p, dtype, stream); err != cudaSuccess) return err;

@@ -286,8 +286,8 @@ std::string testing::cuda_layout(const ScanInputs& in) {
   const c10::cuda::CUDAGuard guard(in.u.device());
   const Launch launch({in}, 1.0, default_allocator, ScanLayout{});
   const cuda::ScanPlan& plan = launch.params.plan;
-  if (plan.rows) return "rows";
-  return plan.chunks == 1 ? "lanes" : "lanes, " + std::to_string(plan.chunks) + " chunks";
+  const std::string kernels = plan.rows ? "rows" : "lanes";
+  return plan.chunks == 1 ? kernels : kernels + ", " + std::to_string(plan.chunks) + " chunks";
 }
 
 std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, const ScanInputs* bwd) {

@@ -104,8 +104,8 @@ struct ScanPlan {
   int chunks = 1;               ///< time chunks scanned in parallel
   int64_t chunk_len = 0;        ///< time steps per chunk, a multiple of kFwdTile (and kBwdTile)
   /// The row kernels (selective_scan_rows.cu): one thread per (batch, channel) row with all N ≤ kRowStates
-  /// states, for Mamba-1 shapes with enough rows to fill the GPU unchunked; then lanes = 1, states_per_lane =
-  /// kRowStates, channels_per_block = kRowThreads and chunks = 1.
+  /// states, for every Mamba-1 shape with N ≤ kRowStates; then lanes = 1, states_per_lane = kRowStates and
+  /// channels_per_block = kRowThreads (time chunked by the same rule as the lanes layout).
   bool rows = false;
   /// Floats of the backward's scratch buffer (tile-start states) for `directions` directions.
   std::size_t scratch_floats(int directions, int64_t len) const {
@@ -138,14 +138,17 @@ cudaError_t scan_forward(const ScanParams& params, ScanDtype dtype, cudaStream_t
 /// `have_chunk_states` false).
 cudaError_t scan_backward(const ScanParams& params, ScanDtype dtype, bool have_chunk_states, cudaStream_t stream);
 
-/// The row kernels (plan.rows): the forward, or the backward (no chunk states: rows are never chunked).
-cudaError_t scan_rows(const ScanParams& params, ScanDtype dtype, bool backward, cudaStream_t stream);
+/// The row kernels (plan.rows): the forward, or the backward (have_chunk_states as for scan_backward).
+cudaError_t scan_rows(const ScanParams& params, ScanDtype dtype, bool backward, bool have_chunk_states,
+                      cudaStream_t stream);
 
 namespace detail {
 /// The states entering every chunk (chunk_state) from each chunk run from zero plus a sequential combine.
 cudaError_t launch_chunk_states(const ScanParams& params, ScanDtype dtype, cudaStream_t stream);
 /// The gradients entering every chunk from its successors (chunk_grad), likewise, for the adjoint.
 cudaError_t launch_chunk_grads(const ScanParams& params, ScanDtype dtype, cudaStream_t stream);
+/// The sequential combine alone (chunk_local and chunk_sum written by either layout's local pass).
+cudaError_t launch_combine(const ScanParams& params, bool adjoint, cudaStream_t stream);
 }  // namespace detail
 
 }  // namespace cab::kernels::cuda

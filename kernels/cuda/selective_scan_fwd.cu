@@ -186,34 +186,32 @@ cudaError_t launch_chunk_grads(const ScanParams& p, ScanDtype dtype, cudaStream_
 
 ScanPlan plan_scan(const ScanShape& s, int sm_count) {
   ScanPlan plan;
-  plan.states_per_lane = s.dstate > 128 || s.scalar_A ? 8 : 4;
-  const int64_t slices = (s.dstate + plan.states_per_lane - 1) / plan.states_per_lane;
-  plan.lanes = 1;
-  while (plan.lanes < slices) plan.lanes *= 2;
-  plan.channels_per_block = kThreads / plan.lanes;
   const int64_t per_group = s.dim / s.groups;
+  if (s.dstate <= kRowStates && !s.scalar_A && s.head_dim == 1) {
+    // The row kernels: one thread holds a channel's N states.
+    plan.rows = true;
+    plan.lanes = 1;
+    plan.states_per_lane = kRowStates;
+    plan.channels_per_block = kRowThreads;
+  } else {
+    plan.states_per_lane = s.dstate > 128 || s.scalar_A ? 8 : 4;
+    const int64_t slices = (s.dstate + plan.states_per_lane - 1) / plan.states_per_lane;
+    plan.lanes = 1;
+    while (plan.lanes < slices) plan.lanes *= 2;
+    plan.channels_per_block = kThreads / plan.lanes;
+  }
   plan.tiles_per_group = (per_group + plan.channels_per_block - 1) / plan.channels_per_block;
   plan.blocks = s.batch * s.groups * plan.tiles_per_group;
   // Chunk time only when the channel tiles leave the GPU mostly idle (< 8 warps per SM): a chunked scan does
   // one more pass over the inputs. Then aim at 32 warps per SM, with chunks of at least 64 steps.
   const int64_t tiles = (s.len + kFwdTile - 1) / kFwdTile;
   int64_t chunks = 1;
-  const int64_t threads = plan.blocks * kThreads;
+  const int64_t threads = plan.blocks * plan.channels_per_block * plan.lanes;
   if (threads < static_cast<int64_t>(sm_count) * 256) {
     chunks = (static_cast<int64_t>(sm_count) * 1024 + threads - 1) / threads;
     const int64_t most = tiles / 4 > 1 ? tiles / 4 : 1;
     chunks = chunks < most ? chunks : most;
     chunks = chunks < 4096 ? chunks : 4096;
-  }
-  // The row kernels: N fits one thread and the rows alone give ≥ 8 warps per SM.
-  if (chunks == 1 && s.dstate <= kRowStates && !s.scalar_A && s.head_dim == 1 &&
-      s.batch * s.dim >= static_cast<int64_t>(sm_count) * 256) {
-    plan.rows = true;
-    plan.lanes = 1;
-    plan.states_per_lane = kRowStates;
-    plan.channels_per_block = kRowThreads;
-    plan.tiles_per_group = (per_group + kRowThreads - 1) / kRowThreads;
-    plan.blocks = s.batch * s.groups * plan.tiles_per_group;
   }
   const int64_t tiles_per_chunk = (tiles + chunks - 1) / chunks;
   plan.chunk_len = tiles_per_chunk * kFwdTile;
@@ -222,7 +220,7 @@ ScanPlan plan_scan(const ScanShape& s, int sm_count) {
 }
 
 cudaError_t scan_forward(const ScanParams& p, ScanDtype dtype, cudaStream_t stream) {
-  if (p.plan.rows) return scan_rows(p, dtype, false, stream);
+  if (p.plan.rows) return scan_rows(p, dtype, false, false, stream);
   if (p.plan.chunks > 1) {
     if (const cudaError_t err = detail::launch_chunk_states(p, dtype, stream); err != cudaSuccess) return err;
   }

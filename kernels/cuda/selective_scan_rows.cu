@@ -1,10 +1,13 @@
 // CUDA selective scan, row kernels: one thread per (batch, channel) row holding all of its N ≤ kRowStates states
-// in registers. For the shapes with many channels and no time chunks (vision: B·D in the tens of thousands,
-// L ≈ 200), this does the per-step work of a channel (Δ, u, the gate, the output sum, the backward's scalar
-// gradients) once instead of once per lane, needs no shuffles within a channel, and gives every thread 16
-// independent state chains to overlap. A block is kRowThreads channels of one (batch, group); inputs come in
-// tiles of kRowTile steps, loaded into registers one tile ahead (their loads in flight while the previous tile is
-// computed) and committed to shared memory, threads spread along each tensor's unit-stride dimension.
+// in registers. Against the lanes layout this does the per-step work of a channel (Δ, u, the gate, the output
+// sum, the backward's scalar gradients) once instead of once per lane, needs no shuffles within a channel, and
+// gives every thread 16 independent state chains to overlap. A block is kRowThreads channels of one (batch,
+// group) and one time chunk (blockIdx.y); inputs come in tiles of kRowTile steps, loaded into registers one tile
+// ahead (their loads in flight while the previous tile is computed) and committed to shared memory, threads
+// spread along each tensor's unit-stride dimension. With few rows (language models: small batch, long L), time
+// is chunked as in the lanes layout: a pass runs each chunk from zero (its end state, or its adjoint at its
+// start, and Σ Δ), combine_chunks_kernel chains them, and the output or backward pass reruns each chunk from its
+// true entering state (adjoint).
 #include "selective_scan_device.cuh"
 
 namespace cab::kernels::cuda {
@@ -163,19 +166,43 @@ struct RowTileRegs {
   }
 };
 
+/// The block's time chunk in tiles of kRowTile (the whole sequence when time is not chunked).
+struct RowChunk {
+  int64_t begin, end;
+  int k, chunks;
+  __device__ __forceinline__ explicit RowChunk(const ScanParams& p) {
+    const int64_t tiles = (p.shape.len + kRowTile - 1) / kRowTile, per = p.plan.chunk_len / kRowTile;
+    k = static_cast<int>(blockIdx.y);
+    chunks = p.plan.chunks;
+    begin = k * per;
+    end = begin + per < tiles ? begin + per : tiles;
+  }
+  __device__ __forceinline__ int64_t tiles() const { return end - begin; }
+  /// The i-th tile in the scan's order (`rev`), or against it.
+  __device__ __forceinline__ int64_t tile(int64_t i, bool rev) const { return rev ? end - 1 - i : begin + i; }
+  /// The chunk is the first (or last) one the direction `rev` scans.
+  __device__ __forceinline__ bool first(bool rev) const { return rev ? k == chunks - 1 : k == 0; }
+  __device__ __forceinline__ bool last(bool rev) const { return rev ? k == 0 : k == chunks - 1; }
+  /// This row's slot (N floats) in a [rows, chunks, N] chunk buffer.
+  __device__ __forceinline__ float* at(float* buffer, const ScanParams& p, const RowGeometry& G) const {
+    return buffer + (G.row * chunks + k) * p.shape.dstate;
+  }
+};
+
 /// What a row kernel sets up at the start of a direction: this thread's A · log2 e (states ≥ N: 0), its state
-/// (h0 or 0), its D, and the block's delta bias in shared memory, written after a barrier (the previous direction
-/// is done with the shared arrays).
+/// (the N floats at `init`, or 0), its D, and the block's delta bias in shared memory, written after a barrier
+/// (the previous direction is done with the shared arrays).
 struct RowDirection {
   float A2[kRowStates], h[kRowStates], D;
 
-  __device__ __forceinline__ RowDirection(const ScanParams& p, const ScanDirection& P, const RowGeometry& G, RowShared& s) {
+  __device__ __forceinline__ RowDirection(const ScanParams& p, const ScanDirection& P, const RowGeometry& G,
+                                          const float* init, RowShared& s) {
     const int64_t N = p.shape.dstate;
 #pragma unroll
     for (int n = 0; n < kRowStates; ++n) {
       const bool live = G.valid && n < N;
       A2[n] = live ? P.A[G.d * N + n] * kLog2e : 0.f;
-      h[n] = live && P.h0 ? P.h0[G.row * N + n] : 0.f;
+      h[n] = live && init ? init[n] : 0.f;
     }
     D = P.D && G.valid ? P.D[G.d] : 0.f;
     __syncthreads();
@@ -251,40 +278,89 @@ __device__ __forceinline__ void write_tile(const ScanParams& p, const RowGeometr
   });
 }
 
-/// Forward, no time chunks: y = out_scale · Σ_dir (C h + D u) · silu(z), the final states.
-template <typename T>
-__global__ void __launch_bounds__(kRowThreads, 8) row_forward_kernel(ScanParams p) {
+/// The state entering the block's chunk in direction P (chunk_state when chunked, else h0), or null for zero.
+__device__ __forceinline__ const float* row_entry(const ScanParams& p, const ScanDirection& P, const RowGeometry& G,
+                                                  const RowChunk& chunk) {
+  if (chunk.chunks > 1) return chunk.at(P.chunk_state, p, G);
+  return P.h0 ? P.h0 + G.row * p.shape.dstate : nullptr;
+}
+
+/// A chunk run from zero: its end state (or adjoint at its start) into chunk_local, its Σ Δ into chunk_sum.
+__device__ __forceinline__ void write_local(const ScanParams& p, const ScanDirection& P, const RowGeometry& G,
+                                            const RowChunk& chunk, const float (&x)[kRowStates], float dt_sum) {
+  if (!G.valid) return;
+  float* out = chunk.at(P.chunk_local, p, G);
+#pragma unroll
+  for (int n = 0; n < kRowStates; ++n)
+    if (n < p.shape.dstate) out[n] = x[n];
+  P.chunk_sum[G.row * chunk.chunks + chunk.k] = dt_sum;
+}
+
+/// What a one-way pass over the block's chunk computes.
+enum class RowPass {
+  output,         ///< from the chunk's entering state: y = out_scale · Σ_dir (C h + D u) · silu(z), the final states
+  local_state,    ///< from a zero state: the chunk's end state and Σ Δ (write_local)
+  local_adjoint,  ///< against the scan's order from zero: q ← a_t ⊙ (q + dy_t C_t), dy_t = out_scale · dout_t ·
+                  ///< silu(z_t), ending as ∂L/∂(state entering the chunk) from the chunk's own outputs (write_local)
+};
+
+template <typename T, RowPass kPass>
+__global__ void __launch_bounds__(kRowThreads, 8) row_pass_kernel(ScanParams p) {
+  constexpr bool kAdjoint = kPass == RowPass::local_adjoint;
   __shared__ RowShared s;
   const RowGeometry G = row_geometry(p);
-  const int64_t ntiles = (p.shape.len + kRowTile - 1) / kRowTile;
+  const RowChunk chunk(p);
+  const int64_t ntiles = chunk.tiles();
   const int at_c = G.c * kRowStride;
   RowWants want;
-  want.z = true;
-  want.C = true;
+  want.u = want.B = !kAdjoint;
+  want.z = want.C = kPass != RowPass::local_state;
+  want.dout = kAdjoint;
   for (int di = 0; di < p.directions; ++di) {
     const ScanDirection& P = p.dir[di];
-    const bool rev = P.reverse;
-    RowDirection start(p, P, G, s);
-    float(&A2)[kRowStates] = start.A2, (&h)[kRowStates] = start.h;
+    const bool rev = P.reverse, back = rev != kAdjoint;  // back: the tiles from the chunk's end
+    RowDirection start(p, P, G, kPass == RowPass::output ? row_entry(p, P, G, chunk) : nullptr, s);
+    float(&A2)[kRowStates] = start.A2, (&h)[kRowStates] = start.h;  // the adjoint's q in local_adjoint
+    float dt_sum = 0.f;
     RowTileRegs<T> regs;
-    regs.load(p, P, G, (rev ? ntiles - 1 : 0) * kRowTile, want);
+    regs.load(p, P, G, chunk.tile(0, back) * kRowTile, want);
     for (int64_t i = 0; i < ntiles; ++i) {
-      const int64_t t0 = (rev ? ntiles - 1 - i : i) * kRowTile;
+      const int64_t t0 = chunk.tile(i, back) * kRowTile;
       __syncthreads();  // bias visible; the previous tile's flush has read its outputs
       regs.commit(p, P, G, t0, want, true, s);
-      if (i + 1 < ntiles) regs.load(p, P, G, (rev ? ntiles - 2 - i : i + 1) * kRowTile, want);
+      if (i + 1 < ntiles) regs.load(p, P, G, chunk.tile(i + 1, back) * kRowTile, want);
       __syncthreads();
 #pragma unroll 2
       for (int jj = 0; jj < kRowTile; ++jj) {
-        const int j = rev ? kRowTile - 1 - jj : jj;
-        const float dt = s.dt[at_c + j], uu = s.u[at_c + j];
-        const float acc = row_step<true>(h, A2, dt, dt * uu, s.B + j * kRowStates, s.C + j * kRowStates);
-        s.u[at_c + j] = (acc + start.D * uu) * s.z[at_c + j];  // y over u
+        const int j = back ? kRowTile - 1 - jj : jj;
+        const float dt = s.dt[at_c + j];
+        if constexpr (kPass == RowPass::output) {
+          const float uu = s.u[at_c + j];
+          const float acc = row_step<true>(h, A2, dt, dt * uu, s.B + j * kRowStates, s.C + j * kRowStates);
+          s.u[at_c + j] = (acc + start.D * uu) * s.z[at_c + j];  // y over u
+        } else if constexpr (kPass == RowPass::local_state) {
+          dt_sum += dt;
+          row_step<false>(h, A2, dt, dt * s.u[at_c + j], s.B + j * kRowStates, nullptr);
+        } else {
+          dt_sum += dt;
+          const float dy = s.dout[at_c + j] * s.z[at_c + j];
+#pragma unroll
+          for (int qd = 0; qd < kQuads; ++qd) {
+            const float4 c4 = reinterpret_cast<const float4*>(s.C + j * kRowStates)[qd];
+            const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+            for (int k = 0; k < 4; ++k) h[4 * qd + k] = exp2_approx(dt * A2[4 * qd + k]) * fmaf(dy, cv[k], h[4 * qd + k]);
+          }
+        }
       }
-      __syncthreads();
-      write_tile(p, G, t0, static_cast<T*>(p.y), p.y_st, s.u, p.out_scale, di > 0);
+      if constexpr (kPass == RowPass::output) {
+        __syncthreads();
+        write_tile(p, G, t0, static_cast<T*>(p.y), p.y_st, s.u, p.out_scale, di > 0);
+      }
     }
-    if (G.valid && P.final_state) {
+    if constexpr (kPass != RowPass::output) {
+      write_local(p, P, G, chunk, h, dt_sum);
+    } else if (G.valid && P.final_state && chunk.last(rev)) {
 #pragma unroll
       for (int n = 0; n < kRowStates; ++n)
         if (n < p.shape.dstate) P.final_state[G.row * p.shape.dstate + n] = h[n];
@@ -292,36 +368,38 @@ __global__ void __launch_bounds__(kRowThreads, 8) row_forward_kernel(ScanParams 
   }
 }
 
-/// Backward, no time chunks. Per direction: the states entering every tile (scratch), then the tiles in reverse
-/// order of the scan, each rerun from its entering state into shared memory and swept backwards with the adjoint
-/// (the formulas of selective_scan_bwd.cu); ∂B, ∂C are summed over the warp (reduce_channels), over the block's
-/// warps and over blocks (fp32 atomics).
+/// Backward over the block's chunk. Per direction: the states entering every tile from the chunk's entering
+/// state (scratch), then the tiles in reverse order of the scan, each rerun from its entering state into shared
+/// memory and swept backwards with the adjoint (the formulas of selective_scan_bwd.cu), starting from the adjoint
+/// entering the chunk from its successors (chunk_grad when chunked, else dfinal); ∂B, ∂C are summed over the warp
+/// (reduce_channels), over the block's warps and over blocks (fp32 atomics).
 template <typename T>
 __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams p) {
   __shared__ RowBackwardShared sb;
   RowShared& s = sb.in;
   const RowGeometry G = row_geometry(p);
-  const int64_t ntiles = (p.shape.len + kRowTile - 1) / kRowTile, N = p.shape.dstate;
+  const RowChunk chunk(p);
+  const int64_t all_tiles = (p.shape.len + kRowTile - 1) / kRowTile, ntiles = chunk.tiles(), N = p.shape.dstate;
   const int at_c = G.c * kRowStride, warp = threadIdx.x / 32;
   for (int di = 0; di < p.directions; ++di) {
     const ScanDirection& P = p.dir[di];
     const bool rev = P.reverse;
-    RowDirection start(p, P, G, s);
+    RowDirection start(p, P, G, row_entry(p, P, G, chunk), s);
     float(&A2)[kRowStates] = start.A2, (&h)[kRowStates] = start.h;
     auto slot = [&](int64_t tile) {
-      return reinterpret_cast<float4*>(p.scratch + ((di * ntiles + tile) * p.plan.blocks + blockIdx.x) *
+      return reinterpret_cast<float4*>(p.scratch + ((di * all_tiles + tile) * p.plan.blocks + blockIdx.x) *
                                                        static_cast<int64_t>(kRowThreads * kRowStates)) + threadIdx.x * kQuads;
     };
 
     // Phase 1: the state entering every tile.
     RowWants fwd;
     RowTileRegs<T> regs;
-    regs.load(p, P, G, (rev ? ntiles - 1 : 0) * kRowTile, fwd);
+    regs.load(p, P, G, chunk.tile(0, rev) * kRowTile, fwd);
     for (int64_t i = 0; i < ntiles; ++i) {
-      const int64_t tile = rev ? ntiles - 1 - i : i;
+      const int64_t tile = chunk.tile(i, rev);
       __syncthreads();
       regs.commit(p, P, G, tile * kRowTile, fwd, false, s);
-      if (i + 1 < ntiles) regs.load(p, P, G, (rev ? tile - 1 : tile + 1) * kRowTile, fwd);
+      if (i + 1 < ntiles) regs.load(p, P, G, chunk.tile(i + 1, rev) * kRowTile, fwd);
       __syncthreads();
       float4* out = slot(tile);
 #pragma unroll
@@ -331,20 +409,21 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
 
     // Phase 2: the tiles against the scan's order.
     float q[kRowStates], dA_acc[kRowStates];
+    const float* q_entry = chunk.chunks > 1 ? chunk.at(P.chunk_grad, p, G) : P.dfinal ? P.dfinal + G.row * N : nullptr;
 #pragma unroll
     for (int n = 0; n < kRowStates; ++n) {
-      q[n] = G.valid && n < N && P.dfinal ? P.dfinal[G.row * N + n] : 0.f;
+      q[n] = G.valid && n < N && q_entry ? q_entry[n] : 0.f;
       dA_acc[n] = 0.f;
     }
     float dD_acc = 0.f, dbias_acc = 0.f;
     RowWants bwd;
     bwd.z = bwd.dout = bwd.C = true;
-    regs.load(p, P, G, (rev ? 0 : ntiles - 1) * kRowTile, bwd);
+    regs.load(p, P, G, chunk.tile(0, !rev) * kRowTile, bwd);
     for (int64_t i = 0; i < ntiles; ++i) {
-      const int64_t tile = rev ? i : ntiles - 1 - i, t0 = tile * kRowTile;
+      const int64_t tile = chunk.tile(i, !rev), t0 = tile * kRowTile;
       __syncthreads();  // the previous tile's flushes are done
       regs.commit(p, P, G, t0, bwd, false, s);
-      if (i + 1 < ntiles) regs.load(p, P, G, (rev ? tile + 1 : tile - 1) * kRowTile, bwd);
+      if (i + 1 < ntiles) regs.load(p, P, G, chunk.tile(i + 1, !rev) * kRowTile, bwd);
       const float4* entry = slot(tile);
 #pragma unroll
       for (int qd = 0; qd < kQuads; ++qd) {
@@ -429,7 +508,7 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
 #pragma unroll
       for (int n = 0; n < kRowStates; ++n) {
         if (n >= N) continue;
-        if (P.dh0) P.dh0[G.row * N + n] = q[n];
+        if (P.dh0 && chunk.first(rev)) P.dh0[G.row * N + n] = q[n];
         atomicAdd(P.dA + G.d * N + n, dA_acc[n]);
       }
       if (P.dD) atomicAdd(P.dD + G.d, dD_acc);
@@ -438,21 +517,37 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
   }
 }
 
+/// The row kernels of a forward or backward: with time chunks, the chunks' local passes and combines first
+/// (the backward recomputes the entering states unless `have_chunk_states`).
 template <typename T>
-cudaError_t launch_rows(const ScanParams& p, bool backward, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(p.plan.blocks);
-  if (backward) row_backward_kernel<T><<<blocks, kRowThreads, 0, stream>>>(p);
-  else row_forward_kernel<T><<<blocks, kRowThreads, 0, stream>>>(p);
+cudaError_t launch_rows(const ScanParams& p, bool backward, bool have_chunk_states, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.plan.blocks), static_cast<unsigned>(p.plan.chunks));
+  const bool chunked = p.plan.chunks > 1;
+  if (chunked && (!backward || !have_chunk_states)) {
+    row_pass_kernel<T, RowPass::local_state><<<grid, kRowThreads, 0, stream>>>(p);
+    if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    if (const cudaError_t err = launch_combine(p, false, stream); err != cudaSuccess) return err;
+  }
+  if (!backward) {
+    row_pass_kernel<T, RowPass::output><<<grid, kRowThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  }
+  if (chunked) {
+    row_pass_kernel<T, RowPass::local_adjoint><<<grid, kRowThreads, 0, stream>>>(p);
+    if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    if (const cudaError_t err = launch_combine(p, true, stream); err != cudaSuccess) return err;
+  }
+  row_backward_kernel<T><<<grid, kRowThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 }  // namespace detail
 
-cudaError_t scan_rows(const ScanParams& p, ScanDtype dtype, bool backward, cudaStream_t stream) {
+cudaError_t scan_rows(const ScanParams& p, ScanDtype dtype, bool backward, bool have_chunk_states, cudaStream_t stream) {
   switch (dtype) {
-    case ScanDtype::f32: return detail::launch_rows<float>(p, backward, stream);
-    case ScanDtype::f16: return detail::launch_rows<__half>(p, backward, stream);
-    case ScanDtype::bf16: return detail::launch_rows<__nv_bfloat16>(p, backward, stream);
+    case ScanDtype::f32: return detail::launch_rows<float>(p, backward, have_chunk_states, stream);
+    case ScanDtype::f16: return detail::launch_rows<__half>(p, backward, have_chunk_states, stream);
+    case ScanDtype::bf16: return detail::launch_rows<__nv_bfloat16>(p, backward, have_chunk_states, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -37,23 +37,24 @@ struct GpuCase {
 
 std::ostream& operator<<(std::ostream& os, const GpuCase& c) { return os << c.name; }
 
-/// Vim-Tiny's real shape, shapes around the kernel's block/tile/chunk sizes (channels per block 128/lanes, lanes =
-/// N/4 rounded up to a power of two, 8 states per lane above N = 128, 16-step tiles, time chunks when there are
-/// few channel tiles), L = 1 … 8193, N = 1 … 256, batch 1 … 128, grouped B/C.
+/// Vim-Tiny's real shape, shapes around the kernels' block/tile/chunk sizes (N ≤ 16: the row kernels, 64 channels
+/// per block, 8-step tiles; N > 16: the lanes layout, channels per block 128/lanes, lanes = N/4 rounded up to a
+/// power of two, 8 states per lane above N = 128, 16-step tiles; either one chunks time when there are few
+/// channel blocks), L = 1 … 8193, N = 1 … 256, batch 1 … 128, grouped B/C.
 const std::vector<GpuCase> kGpuCases = {
     {"l1_n16_all_options", 3, 5, 1, 16, 0, true, true, true, true, true, false},
     {"l7_n1_no_options", 2, 3, 7, 1, 0, false, false, false, false, false, false},
     {"n5_two_lanes_l100", 2, 9, 100, 5, 0, true, true, true, true, false, false},
-    {"vim_like_d97_l197_n16", 16, 97, 197, 16, 0, true, true, true, true, false, false},
+    {"vim_like_d97_l197_n16", 16, 97, 197, 16, 0, true, true, true, true, false, false, false, "rows, 3 chunks"},
     {"batch128_d40_l50_n16", 128, 40, 50, 16, 0, true, true, true, true, true, false},
     {"grouped_g3_l1000_n64", 2, 12, 1000, 64, 3, true, true, true, true, true, false},
     {"l2048_n128_32_lanes", 1, 6, 2048, 128, 0, true, true, false, true, false, false},
     {"n256_8_states_per_lane_g3", 2, 3, 33, 256, 3, true, true, true, true, true, false},
-    {"chunked_l8193_n16", 1, 7, 8193, 16, 0, true, true, true, true, true, false},
-    {"chunked_grouped_l3000", 2, 8, 3000, 16, 2, true, true, true, true, true, false},
+    {"chunked_l8193_n16", 1, 7, 8193, 16, 0, true, true, true, true, true, false, false, "rows, 103 chunks"},
+    {"chunked_grouped_l3000", 2, 8, 3000, 16, 2, true, true, true, true, true, false, false, "rows, 47 chunks"},
     {"bi_l1_n3", 2, 4, 1, 3, 0, true, true, true, true, true, true},
     {"bi_vim_like_d70_l197", 8, 70, 197, 16, 0, true, true, true, true, false, true},
-    {"bi_chunked_grouped_l4100", 1, 8, 4100, 16, 2, true, true, true, true, true, true},
+    {"bi_chunked_grouped_l4100", 1, 8, 4100, 16, 2, true, true, true, true, true, true, false, "rows, 52 chunks"},
     {"vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, false, true, "rows"},
     {"bi_vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, true, true, "rows"},
     // The row kernels in every dtype (B·D = 38400 rows fill ≤ 150 SMs unchunked): N < 16 padded, 100 channels per
@@ -61,6 +62,10 @@ const std::vector<GpuCase> kGpuCases = {
     {"rows_b128_d300_l37_n5_g3_h0", 128, 300, 37, 5, 3, true, true, true, true, true, false, false, "rows"},
     {"bi_rows_b128_d300_l37_n16_h0", 128, 300, 37, 16, 0, true, true, true, true, true, true, false, "rows"},
     {"rows_no_options_b128_d300_l9_n1", 128, 300, 9, 1, 0, false, false, false, false, false, false, false, "rows"},
+    // The row kernels over time chunks (few rows, long L: the language-model shapes): 200 channels (3 full blocks
+    // and 8 rows), 32 chunks of 64 steps (the fewest steps a chunk takes), initial states, one and both directions.
+    {"rows_chunked_b2_d200_l2048_n16_h0", 2, 200, 2048, 16, 0, true, true, true, true, true, false, false, "rows, 32 chunks"},
+    {"bi_rows_chunked_b2_d200_l2048_n12_h0", 2, 200, 2048, 12, 0, true, true, true, true, true, true, false, "rows, 32 chunks"},
 };
 
 ScanInputs make_inputs(const GpuCase& c, at::ScalarType dtype, uint64_t seed) {
@@ -146,7 +151,9 @@ void compare_with_cpu(const GpuCase& c, at::Device device) {
     if (c.bf16_only && dtype != at::kBFloat16) continue;
     SCOPED_TRACE(c10::toString(dtype));
     const ScanInputs fwd = make_inputs(c, dtype, 11);
-    if (!c.layout.empty()) ASSERT_EQ(cab::kernels::testing::cuda_layout(map(fwd, [](const at::Tensor& t) { return t.cuda(); })), c.layout);
+    if (!c.layout.empty()) {
+      ASSERT_EQ(cab::kernels::testing::cuda_layout(map(fwd, [](const at::Tensor& t) { return t.cuda(); })), c.layout);
+    }
     std::optional<ScanInputs> bwd;
     if (c.bidirectional) {
       bwd = make_inputs(c, dtype, 12);
