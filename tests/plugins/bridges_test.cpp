@@ -6,6 +6,7 @@
 #include "cab/config/section.h"
 #include "cab/plugin/bridge.h"
 #include "cab/plugin/registry.h"
+#include "cab/util/error.h"
 
 using cab::plugin::Kind;
 
@@ -59,6 +60,50 @@ TEST_F(BridgesTest, MlpOptionsAreHonouredAndGradientsFlow) {
   EXPECT_LT((y - expected).abs().max().item<double>(), 1e-5);
   y.square().mean().backward();
   EXPECT_GT(params["fc1.weight"].grad().abs().sum().item<double>(), 0.0);
+}
+
+// A group of MLP bridges (an alignment's bridges of one term) runs as two batched GEMMs: the same outputs and
+// the same parameter gradients as each bridge on its own slice. A group that mixes bridge types or widths takes
+// the default path (each bridge's forward), with the same results.
+TEST_F(BridgesTest, MlpGroupIsBatchedAndMatchesEachBridgeAlone) {
+  at::manual_seed(3);
+  cab::config::Section small;
+  small.set("hidden", std::int64_t{24});
+  std::vector<std::shared_ptr<cab::Bridge>> owned = {make("mlp", 6, 20, small), make("mlp", 6, 20, small),
+                                                     make("mlp", 6, 20, small)};
+  auto run = [&](const std::vector<std::shared_ptr<cab::Bridge>>& bridges, bool grouped) {
+    std::vector<cab::Bridge*> group;
+    for (auto& b : bridges) group.push_back(b.get()), b->zero_grad();
+    at::manual_seed(4);
+    const at::Tensor x = at::randn({static_cast<int64_t>(bridges.size()), 2, 7, 6});
+    at::Tensor y;
+    if (grouped) {
+      y = group.front()->forward_group(group, x);
+    } else {
+      std::vector<at::Tensor> ys;
+      for (std::size_t p = 0; p < group.size(); ++p) ys.push_back(group[p]->forward(x[static_cast<int64_t>(p)]));
+      y = at::stack(ys);
+    }
+    y.square().sum().backward();
+    std::vector<at::Tensor> grads;
+    for (auto& b : bridges)
+      for (const auto& p : b->parameters()) grads.push_back(p.grad().clone());
+    return std::pair{y.detach(), grads};
+  };
+  for (const auto& bridges : {owned, std::vector<std::shared_ptr<cab::Bridge>>{owned[0], make("linear", 6, 20), owned[2]}}) {
+    const auto [want, want_grads] = run(bridges, false);
+    const auto [got, got_grads] = run(bridges, true);
+    EXPECT_EQ(got.sizes(), (at::IntArrayRef{static_cast<int64_t>(bridges.size()), 2, 7, 20}));
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-5);
+    ASSERT_EQ(got_grads.size(), want_grads.size());
+    for (std::size_t i = 0; i < got_grads.size(); ++i)
+      EXPECT_LT((got_grads[i] - want_grads[i]).abs().max().item<double>(), 1e-4 * (1 + want_grads[i].abs().max().item<double>()))
+          << "gradient " << i;
+  }
+  // Batched means one GEMM per linear layer for all three: the bridges still differ (their own weights).
+  EXPECT_GT((run(owned, true).first[0] - run(owned, true).first[1]).abs().max().item<double>(), 1e-3);
+  std::vector<cab::Bridge*> two = {owned[0].get(), owned[1].get()};
+  EXPECT_THROW(owned[0]->forward_group(two, at::randn({3, 7, 6})), cab::Error);
 }
 
 TEST_F(BridgesTest, MlpRejectsBadOptionsWithTheKeyNamed) {

@@ -1,6 +1,7 @@
 // cab-sweep and cab-report as a user runs them: help, version, plugin listing, config checks, exit codes.
 #include <gtest/gtest.h>
 
+#include "cab/plugin/abi.h"
 #include "test_support.h"
 
 using cab::test::run_command;
@@ -28,7 +29,7 @@ TEST_F(CliTest, HelpAndVersion) {
   EXPECT_EQ(version.exit_code, 0);
   expect_contains(version.output, "cab-sweep 0.1.0");
   expect_contains(version.output, "LibTorch 2.11.0");
-  expect_contains(version.output, "plugin API 2");
+  expect_contains(version.output, "plugin API " + std::to_string(kCabPluginApiVersion));
   EXPECT_EQ(run_command(kReport + " --version").exit_code, 0);
   EXPECT_EQ(run_command(kReport + " --help").exit_code, 0);
 }
@@ -59,7 +60,7 @@ TEST_F(CliTest, BrokenPluginFilesAreReportedAndTheRestStillLoads) {
   // An explicitly named file must load: its error is fatal with exit code 3.
   auto explicit_bad = run_command(kSweep + " --plugin-path " + fixtures + "/wrong-api/cab-fixture-wrong-api.so --list-plugins");
   EXPECT_EQ(explicit_bad.exit_code, 3);
-  expect_contains(explicit_bad.output, "got 99, expected 2");
+  expect_contains(explicit_bad.output, "got 99, expected " + std::to_string(kCabPluginApiVersion));
 }
 
 TEST_F(CliTest, CheckPrintsTheResolvedConfig) {

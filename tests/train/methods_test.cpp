@@ -94,7 +94,9 @@ TEST_F(MethodsTest, VanillaNeedsNoTeacherAndTrainTeacherTrainsIt) {
 }
 
 TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
-  for (const std::string kernel : {"none", "softmax"}) {
+  for (const std::string kernel : {"none", "softmax"})
+  for (const char* group : {"1", ""}) {  // the bridges one by one, or (by default) all in one batched group
+    ::setenv("CAB_BRIDGE_GROUP", group, 1);
     cab::config::Section o;
     o.set("target_kernel", kernel);
     auto align = alignment(o);
@@ -114,9 +116,12 @@ TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
       want += at::mse_loss(phi_b->forward(s.taps.at({"B", l})), k).item<double>() +
               at::mse_loss(phi_c->forward(s.taps.at({"C", l})), q).item<double>();
     }
-    EXPECT_NEAR(loss.total.item<double>(), want / 2, 1e-6) << kernel;
+    EXPECT_NEAR(loss.total.item<double>(), want / 2, 1e-6) << kernel << ", CAB_BRIDGE_GROUP=" << group;
     EXPECT_TRUE(loss.terms.count("B") && loss.terms.count("C"));
   }
+  ::setenv("CAB_BRIDGE_GROUP", "0", 1);
+  EXPECT_THROW(alignment({}), cab::ConfigError);
+  ::unsetenv("CAB_BRIDGE_GROUP");
 }
 
 TEST_F(MethodsTest, CabBcOptions) {
@@ -181,7 +186,10 @@ TEST(CabBcVision, BidirectionalStudentAlignsEachDirectionToReorderedTeacherToken
   auto student = registry.create_as<cab::Student>(Kind::student, "vim", s);
   EXPECT_EQ(teacher->shape().cls_index, 0);
   EXPECT_EQ(student->shape().cls_index, 2);  // 4 patches: the class token sits at index 2 of 5
+  // Groups of 3 bridges: the first group holds both forward pairs and one backward pair, the second the other.
+  ::setenv("CAB_BRIDGE_GROUP", "3", 1);
   auto align = registry.create_as<cab::Alignment>(Kind::alignment, "cab-bc", {});
+  ::unsetenv("CAB_BRIDGE_GROUP");
   cab::AlignmentContext context{teacher.get(), student.get(), {}};
   context.make_bridge = [&](int64_t in, int64_t out) {
     cab::config::Section b;

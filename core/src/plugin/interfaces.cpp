@@ -16,6 +16,16 @@ Model::~Model() = default;
 Teacher::~Teacher() = default;
 Student::~Student() = default;
 Bridge::~Bridge() = default;
+
+at::Tensor Bridge::forward_group(const std::vector<Bridge*>& group, const at::Tensor& x) {
+  if (x.dim() < 1 || x.size(0) != static_cast<int64_t>(group.size()))
+    throw Error(fmt::format("Bridge::forward_group: {} bridges for an input of {} along its first dimension",
+                            group.size(), x.dim() < 1 ? 0 : x.size(0)));
+  std::vector<at::Tensor> out;
+  out.reserve(group.size());
+  for (std::size_t p = 0; p < group.size(); ++p) out.push_back(group[p]->forward(x[static_cast<int64_t>(p)]));
+  return at::stack(out);
+}
 Alignment::~Alignment() = default;
 Method::~Method() = default;
 Dataset::~Dataset() = default;

@@ -38,17 +38,51 @@ class MlpBridge final : public cab::Bridge {
   }
 
   at::Tensor forward(const at::Tensor& x) override {
-    at::Tensor h = fc1_->forward(x);  // [..., hidden]
-    if (options_.activation() == "silu") h = at::silu(h);
-    else if (options_.activation() == "gelu") h = at::gelu(h);
-    else h = at::relu(h);
-    return fc2_->forward(h);  // [..., out_features]
+    return fc2_->forward(activate(fc1_->forward(x)));  // [..., hidden] → [..., out_features]
   }
 
   int64_t in_features() const override { return options_.in_features(); }
   int64_t out_features() const override { return options_.out_features(); }
 
+  /// The group's MLPs as two batched GEMMs (baddbmm over the stacked weights) instead of 2·P small ones.
+  at::Tensor forward_group(const std::vector<cab::Bridge*>& group, const at::Tensor& x) override {
+    std::vector<MlpBridge*> mlps;
+    for (cab::Bridge* b : group) {
+      auto* m = dynamic_cast<MlpBridge*>(b);
+      if (!m || !m->same_shape(*this)) return Bridge::forward_group(group, x);
+      mlps.push_back(m);
+    }
+    if (x.dim() < 2 || x.size(0) != static_cast<int64_t>(mlps.size()) || x.size(-1) != options_.in_features())
+      return Bridge::forward_group(group, x);  // its error names the mismatch, or forward's does
+    auto stacked = [&](auto param) {
+      std::vector<at::Tensor> v;
+      for (MlpBridge* m : mlps) v.push_back(param(*m));
+      return at::stack(v);
+    };
+    auto layer = [&](const at::Tensor& in, torch::nn::Linear MlpBridge::*fc) {
+      const at::Tensor w = stacked([fc](MlpBridge& m) { return (m.*fc)->weight; }).transpose(1, 2);  // [P, in, out]
+      if (!options_.bias()) return at::bmm(in, w);
+      return at::baddbmm(stacked([fc](MlpBridge& m) { return (m.*fc)->bias; }).unsqueeze(1), in, w);
+    };
+    const at::Tensor flat = x.reshape({x.size(0), -1, x.size(-1)});  // [P, tokens, in_features]
+    const at::Tensor y = layer(activate(layer(flat, &MlpBridge::fc1_)), &MlpBridge::fc2_);
+    std::vector<int64_t> sizes = x.sizes().vec();
+    sizes.back() = options_.out_features();
+    return y.reshape(sizes);
+  }
+
  private:
+  at::Tensor activate(const at::Tensor& h) const {
+    if (options_.activation() == "silu") return at::silu(h);
+    if (options_.activation() == "gelu") return at::gelu(h);
+    return at::relu(h);
+  }
+  bool same_shape(const MlpBridge& o) const {
+    return o.options_.in_features() == options_.in_features() && o.options_.out_features() == options_.out_features() &&
+           o.options_.hidden() == options_.hidden() && o.options_.activation() == options_.activation() &&
+           o.options_.bias() == options_.bias();
+  }
+
   MlpBridgeOptions options_;
   torch::nn::Linear fc1_{nullptr};
   torch::nn::Linear fc2_{nullptr};

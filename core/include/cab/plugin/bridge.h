@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
@@ -31,6 +32,12 @@ class CAB_API Bridge : public Component, public torch::nn::Module {
   virtual at::Tensor forward(const at::Tensor& x) = 0;
   virtual int64_t in_features() const = 0;
   virtual int64_t out_features() const = 0;
+  /// Several bridges at once (an alignment's bridges of one term, one per layer): x is [P, ..., in_features],
+  /// x[p] goes through group[p], the result is [P, ..., out_features]. Called on group.front(). The default runs
+  /// each bridge's forward and stacks the results; a bridge type overrides it to batch the group's work (the MLP
+  /// bridge: one batched GEMM per linear layer for the whole group), falling back to the default when the group
+  /// holds other types or shapes.
+  virtual at::Tensor forward_group(const std::vector<Bridge*>& group, const at::Tensor& x);
 };
 
 /// Declares in_features / out_features (0 = "set by the alignment", so a [bridge] table needs neither).
