@@ -83,6 +83,9 @@ class CabBc final : public cab::Alignment {
       t_layers_.push_back(static_cast<int>(map[l]));
     }
     if (pairs_.empty()) throw cab::ConfigError("alignment cab-bc: the layer map pairs no layers");
+    for (const cab::Direction direction : {cab::Direction::forward, cab::Direction::backward})
+      for (const auto& p : pairs_)
+        if (p.direction == direction) ordered_.push_back(&p);
   }
 
   cab::TapRequest teacher_taps() const override {
@@ -125,16 +128,12 @@ class CabBc final : public cab::Alignment {
   /// the backward, where mse_loss would keep both.
   at::Tensor term_sum(const cab::Taps& student, const cab::Taps& teacher, std::string_view s_name,
                       std::string_view t_name, std::shared_ptr<cab::Bridge> Pair::*phi, bool over_tokens) const {
-    std::vector<const Pair*> ordered;  // the forward direction's pairs, then the backward's
-    for (const cab::Direction direction : {cab::Direction::forward, cab::Direction::backward})
-      for (const auto& p : pairs_)
-        if (p.direction == direction) ordered.push_back(&p);
     at::Tensor sum;
     const auto group_size = static_cast<std::size_t>(group_size_);
-    for (std::size_t begin = 0; begin < ordered.size(); begin += group_size) {
-      const std::size_t end = std::min(ordered.size(), begin + group_size);
-      const std::vector<const Pair*> group_pairs(ordered.begin() + static_cast<std::ptrdiff_t>(begin),
-                                                 ordered.begin() + static_cast<std::ptrdiff_t>(end));
+    for (std::size_t begin = 0; begin < ordered_.size(); begin += group_size) {
+      const std::size_t end = std::min(ordered_.size(), begin + group_size);
+      const std::vector<const Pair*> group_pairs(ordered_.begin() + static_cast<std::ptrdiff_t>(begin),
+                                                 ordered_.begin() + static_cast<std::ptrdiff_t>(end));
       std::vector<at::Tensor> xs;
       std::vector<cab::Bridge*> group;
       for (const Pair* p : group_pairs) {
@@ -165,28 +164,39 @@ class CabBc final : public cab::Alignment {
       throw cab::Error(fmt::format("alignment cab-bc: the teacher has {} tokens per input, the student {}; CAB pairs "
                                    "them token by token (match image/patch sizes or sequence lengths)",
                                    tokens, student_tokens));
-    const auto order = cab::token_order(tokens, student_cls_, teacher_cls_);
     at::Tensor out = at::empty_like(stacked);
     for (std::size_t begin = 0, end = 0; begin < pairs.size(); begin = end) {
       const cab::Direction direction = pairs[begin]->direction;
       while (end < pairs.size() && pairs[end]->direction == direction) ++end;
-      std::vector<int64_t> index = order;
-      if (direction == cab::Direction::backward) std::reverse(index.begin(), index.end());
       const auto b = static_cast<int64_t>(begin), n = static_cast<int64_t>(end - begin);
       at::Tensor block = out.narrow(0, b, n);
-      at::index_select_out(block, stacked.narrow(0, b, n), 2,
-                           at::tensor(index, at::TensorOptions(at::kLong)).to(stacked.device()));
+      at::index_select_out(block, stacked.narrow(0, b, n), 2, token_index(direction, tokens, stacked.device()));
     }
     // softmax kernel: K over tokens, Q over features (the official vision code's default)
     if (softmax_targets_) out = at::softmax(out.to(at::kFloat), over_tokens ? 2 : -1);
     return out;
   }
 
+  /// The gather that puts a direction's teacher tokens in the student's layout (the class token moved; reversed
+  /// for the backward direction), on `device`. Made once and kept: copying it from the host every step would make
+  /// the host wait for the GPU's queue to drain.
+  const at::Tensor& token_index(cab::Direction direction, int64_t tokens, const at::Device& device) const {
+    at::Tensor& cached = token_index_[direction == cab::Direction::backward ? 1 : 0];
+    if (!cached.defined() || cached.device() != device || cached.size(0) != tokens) {
+      std::vector<int64_t> index = cab::token_order(tokens, student_cls_, teacher_cls_);
+      if (direction == cab::Direction::backward) std::reverse(index.begin(), index.end());
+      cached = at::tensor(index, at::TensorOptions(at::kLong)).to(device);
+    }
+    return cached;
+  }
+
   cab::config::Section options_;
   bool use_b_ = true, use_c_ = true, shared_ = false, softmax_targets_ = false, grad_to_student_ = true;
   int64_t student_cls_ = -1, teacher_cls_ = -1, group_size_ = 12;
   std::vector<Pair> pairs_;
+  std::vector<const Pair*> ordered_;  // pairs_, the forward direction's first (groups are cut from this order)
   std::vector<int> s_layers_, t_layers_;
+  mutable at::Tensor token_index_[2];
 };
 
 void describe(cab::config::Schema& s) {
