@@ -290,6 +290,13 @@ std::string testing::cuda_layout(const ScanInputs& in) {
   return plan.chunks == 1 ? kernels : kernels + ", " + std::to_string(plan.chunks) + " chunks";
 }
 
+std::string testing::ssd_cuda_path(const SsdInputs& in) {
+  check_ssd_inputs(in);
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  const ScanInputs s{in.x, in.dt, in.A, in.B, in.C, in.D, in.z, in.dt_bias, in.initial_state, in.dt_softplus};
+  return ssd_chunked_applies(s) ? "chunked" : "recurrent";
+}
+
 std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, const ScanInputs* bwd) {
   constexpr int64_t kGuard = 4096;
   struct Entry {
@@ -326,17 +333,20 @@ std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, c
 
 namespace {
 
-/// The SSD: the scan with one Δ row per head and a scalar decay, on the inputs' own (time-major) strides.
+/// The SSD: chunked on tensor cores for 16-bit inputs (ssd_chunked.cuh); otherwise the scan with one Δ row per
+/// head and a scalar decay, on the inputs' own (time-major) strides.
 struct SsdCudaImpl {
   static ScanLayout layout(const ScanInputs& ssd) { return ScanLayout{ssd.u.size(3), true}; }
   static std::vector<at::Tensor> forward(const std::vector<ScanInputs>& dirs, double) {
     const ScanInputs& s = dirs[0];
+    if (ssd_chunked_applies(s)) return ssd_chunked_forward(s);
     const auto out = scan_cuda_forward({ssd_as_scan(s, true)}, 1.0, default_allocator, layout(s));
     return {scan_y_as_ssd(out[0], s), scan_state_as_ssd(out[1], s)};
   }
   static std::vector<ScanGrads> backward(const std::vector<ScanInputs>& dirs, double, const at::Tensor& grad_y,
                                          const std::vector<at::Tensor>& grad_finals) {
     const ScanInputs& s = dirs[0];
+    if (ssd_chunked_applies(s)) return {ssd_chunked_backward(s, grad_y, grad_finals[0])};
     const auto g = scan_cuda_backward({ssd_as_scan(s, true)}, 1.0, ssd_grad_y_as_scan(grad_y),
                                       {ssd_state_as_scan(grad_finals[0])}, default_allocator, layout(s));
     return {scan_grads_as_ssd(g[0], s, true)};

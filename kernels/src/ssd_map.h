@@ -27,4 +27,14 @@ ScanGrads scan_grads_as_ssd(const ScanGrads& g, const ScanInputs& ssd, bool per_
 /// check_ssd_inputs on the op's packing.
 void check_ssd_packed(const ScanInputs& ssd);
 
+#ifdef CAB_KERNELS_WITH_CUDA
+/// The chunked SSD on tensor cores (cuda/ssd_chunked.cuh) takes the (packed, checked) inputs on their device: x,
+/// dt, B, C and z all float16 or all bfloat16, P and N within its shared memory, batch and heads within a grid.
+bool ssd_chunked_applies(const ScanInputs& ssd);
+/// y [b, L, H, P] (x's dtype) and the final state [b, H, P, N] (fp32).
+std::vector<at::Tensor> ssd_chunked_forward(const ScanInputs& ssd);
+/// Every input's gradient in its shape and dtype; grad_final may be undefined.
+ScanGrads ssd_chunked_backward(const ScanInputs& ssd, const at::Tensor& grad_y, const at::Tensor& grad_final);
+#endif
+
 }  // namespace cab::kernels

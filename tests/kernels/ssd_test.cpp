@@ -169,11 +169,15 @@ TEST_P(SsdCases, CudaMatchesTheCpuForwardAndEveryGradient) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
   const SsdCase& c = GetParam();
   // PERFORMANCE.md's numerics targets against the fp64 CPU op on the same rounded inputs: ≤ 1e-5 relative to the
-  // tensor's largest magnitude in fp32, ≤ 1e-2 in bf16.
-  for (auto [dtype, tolerance] : {std::pair{at::kFloat, 1e-5}, std::pair{at::kBFloat16, 1e-2}}) {
+  // tensor's largest magnitude in fp32, ≤ 1e-2 in bf16 (and fp16, which the chunked form computes in bf16).
+  // fp32 takes the recurrent kernels, 16-bit inputs the chunked form on tensor cores.
+  for (auto [dtype, tolerance] :
+       {std::pair{at::kFloat, 1e-5}, std::pair{at::kBFloat16, 1e-2}, std::pair{at::kHalf, 1e-2}}) {
     if (c.bf16_only && dtype != at::kBFloat16) continue;
     SCOPED_TRACE(c10::toString(dtype));
     const SsdInputs in = make_inputs(c, dtype, 21);
+    EXPECT_EQ(cab::kernels::testing::ssd_cuda_path(map(in, [](const at::Tensor& t) { return t.cuda(); })),
+              dtype == at::kFloat ? "recurrent" : "chunked");
     at::manual_seed(22);
     const at::Tensor wy = at::randn(in.x.sizes(), at::kDouble).to(dtype).to(at::kDouble);
     const at::Tensor ws = at::randn({c.batch, c.heads, c.head_dim, c.dstate}, at::kDouble).to(at::kFloat).to(at::kDouble);
@@ -185,6 +189,18 @@ TEST_P(SsdCases, CudaMatchesTheCpuForwardAndEveryGradient) {
     for (std::size_t i = 0; i < got.grads.size(); ++i)
       EXPECT_EQ(got.grads[i].scalar_type(), tensors(const_cast<SsdInputs&>(in))[i]->scalar_type()) << names(in)[i];
   }
+}
+
+TEST(SsdPath, MixedDtypesTakeTheRecurrentKernelsAndStillMatch) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+  // bf16 activations with an fp32 dt: the chunked form wants one 16-bit dtype, so the recurrent kernels compute in
+  // the widest (fp32) and must agree with the CPU op.
+  SsdInputs in = make_inputs(kCases[2], at::kBFloat16, 5);
+  in.dt = in.dt.to(at::kFloat);
+  const SsdInputs gpu = map(in, [](const at::Tensor& t) { return t.cuda(); });
+  EXPECT_EQ(cab::kernels::testing::ssd_cuda_path(gpu), "recurrent");
+  const auto want = cab::kernels::ssd_scan(map(in, [](const at::Tensor& t) { return t.to(at::kDouble); }));
+  EXPECT_LT(max_rel_error(cab::kernels::ssd_scan(gpu).y, want.y), 1e-2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, SsdCases, ::testing::ValuesIn(kCases), [](const auto& info) { return info.param.name; });

@@ -1,6 +1,8 @@
 // Mamba-2's SSD scan (scalar decay per head, grouped B/C) as the torch ops cab::ssd_scan_fwd / _bwd: CPU (the
-// selective-scan reference and analytic backward on the per-channel form) and CUDA (the selective-scan kernels with
-// one Δ per head, a scalar decay and time-major strides, so no input is copied), differentiable.
+// selective-scan reference and analytic backward on the per-channel form) and CUDA, differentiable. On CUDA,
+// 16-bit inputs take the chunked form on tensor cores (64-step chunks, products in bf16 with fp32 accumulation);
+// fp32 inputs, mixed dtypes and shapes beyond its shared memory take the selective-scan kernels with one Δ per
+// head, a scalar decay and time-major strides (no input copied).
 //
 // Per batch, head h (P = head_dim channels p) and time t, with Δ_t = softplus(dt_t + dt_bias) (softplus only with
 // dt_softplus) and a state s of [P, N] per head, in fp32:
@@ -35,5 +37,12 @@ CAB_KERNELS_API SsdResult ssd_scan(const SsdInputs& in);
 
 /// Checks shapes, devices and dtypes; throws c10::Error naming the offending argument and what it should be.
 CAB_KERNELS_API void check_ssd_inputs(const SsdInputs& in);
+
+namespace testing {
+/// For the kernel tests: which CUDA implementation the inputs take on their device: "chunked" (the chunked form on
+/// tensor cores: x, dt, B, C, z all float16 or all bfloat16, P and N within its shared memory) or "recurrent" (the
+/// selective-scan kernels with one Δ per head). Throws in builds without CUDA.
+CAB_KERNELS_API std::string ssd_cuda_path(const SsdInputs& in);
+}  // namespace testing
 
 }  // namespace cab::kernels
