@@ -201,21 +201,68 @@ __device__ void stage_states(bf16* dst, int ld, const bf16* src, int rows, int p
   }
 }
 
-/// Runs f(i, t, col) for the elements i < valid·P of a chunk's [valid, P] rows, kBatch at a time per thread:
-/// load(i, t, col, slot) first for the whole batch, then f — a thread waits for global memory once per batch.
-template <int kBatch, typename Load, typename F>
+/// kW consecutive elements of a row of a [batch, L, heads, P] tensor in fp32; one 16-byte access when kW == 8.
+template <typename T, int kW>
+struct Run {
+  float v[kW];
+  __device__ __forceinline__ void load(const T* ptr) {
+    if constexpr (kW == 8) {
+      const uint4 u = __ldg(reinterpret_cast<const uint4*>(ptr));
+      const T* e = reinterpret_cast<const T*>(&u);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = to_float(e[j]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kW; ++j) v[j] = to_float(__ldg(ptr + j));
+    }
+  }
+  __device__ __forceinline__ void store(T* ptr) const {
+    if constexpr (kW == 8) {
+      uint4 u;
+      T* e = reinterpret_cast<T*>(&u);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) e[j] = from_float<T>(v[j]);
+      *reinterpret_cast<uint4*>(ptr) = u;
+    } else {
+#pragma unroll
+      for (int j = 0; j < kW; ++j) ptr[j] = from_float<T>(v[j]);
+    }
+  }
+};
+
+/// Eight fp32 of shared memory (16-byte aligned) in and out, and eight as bf16.
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {
+  uint4 u;
+  __nv_bfloat162* e = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) e[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+  *reinterpret_cast<uint4*>(p) = u;
+}
+
+/// Runs f(slot, t, col) over the chunk's [valid, P] elements in runs of kW columns (P a multiple of kW), kBatch
+/// runs per thread at a time: load(slot, t, col) first for the whole batch, then f, so a thread waits for global
+/// memory once per batch.
+template <int kBatch, int kW, typename Load, typename F>
 __device__ void batched_rows(int valid, int P, Load&& load, F&& f) {
-  const int total = valid * P;
+  const int per_row = P / kW, total = valid * per_row;
   for (int i0 = threadIdx.x; i0 < total; i0 += kBatch * blockDim.x) {
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int i = i0 + j * blockDim.x;
-      if (i < total) load(j, i / P, i % P);
+      if (i < total) load(j, i / per_row, (i % per_row) * kW);
     }
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int i = i0 + j * blockDim.x;
-      if (i < total) f(j, i / P, i % P);
+      if (i < total) f(j, i / per_row, (i % per_row) * kW);
     }
   }
 }
@@ -383,6 +430,33 @@ __global__ void __launch_bounds__(256) ssd_pass_kernel(const SsdChunkedParams p)
   }
 }
 
+/// y = (o + D·x) ⊙ silu(z) for the chunk's valid rows, kW columns at a time.
+template <typename T, int kW>
+__device__ void output_epilogue(const SsdChunkedParams& p, const float* o, int ldo, int b, int h, int t0, int valid) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* z = static_cast<const T*>(p.z);
+  T* y = static_cast<T*>(p.y);
+  const float* D = p.D ? p.D + h * p.D_h_stride : nullptr;
+  Run<T, kW> xv[2], zv[2];
+  batched_rows<2, kW>(
+      valid, p.head_dim,
+      [&](int j, int t, int col) {
+        if (D) xv[j].load(x + b * p.x_st.batch + static_cast<int64_t>(t0 + t) * p.x_st.time + h * p.x_st.head + col);
+        if (z) zv[j].load(z + b * p.z_st.batch + static_cast<int64_t>(t0 + t) * p.z_st.time + h * p.z_st.head + col);
+      },
+      [&](int j, int t, int col) {
+        Run<T, kW> out;
+#pragma unroll
+        for (int e = 0; e < kW; ++e) {
+          float v = o[t * ldo + col + e];
+          if (D) v += D[(col + e) * p.D_p_stride] * xv[j].v[e];
+          if (z) v *= silu(zv[j].v[e]);
+          out.v[e] = v;
+        }
+        out.store(y + ((static_cast<int64_t>(b) * p.len + t0 + t) * p.heads + h) * p.head_dim + col);
+      });
+}
+
 /// Chunk (blockIdx.x, head y, batch z) of the output: y = (C·Bᵀ ⊙ decay ⊙ Δ)·x + diag(exp(s))·C·H_cᵀ + D·x, ⊙ silu(z).
 template <typename T>
 __global__ void __launch_bounds__(kSsdThreads) ssd_output_kernel(const SsdChunkedParams p) {
@@ -406,35 +480,62 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_output_kernel(const SsdChunke
   async_wait();
   load_decay(p, b, h, c, dtv, s);
   gemm<Row, Col>(Cs, L.ldn, Bs, L.ldn, cb, L.fldq, Q, Q, p.pad_n, false);
+  gemm<Row, Col>(Cs, L.ldn, Hs, L.ldn, o, L.fldp, Q, p.pad_p, p.pad_n, false);
   __syncthreads();
-  for (int i = threadIdx.x; i < Q * Q; i += blockDim.x) {
-    const int t = i / Q, k = i - t * Q;
-    m[t * L.ldq + k] = __float2bfloat16_rn(k <= t ? cb[t * L.fldq + k] * __expf(s[t] - s[k]) * dtv[k] : 0.f);
+  // M = C·Bᵀ ⊙ exp(s_t − s_τ) ⊙ Δ_τ (τ ≤ t) as bf16, and the state's output C·H_cᵀ scaled by exp(s_t), 8 at a time.
+  for (int i = threadIdx.x; i < Q * Q / 8; i += blockDim.x) {
+    const int t = i / (Q / 8), k0 = i % (Q / 8) * 8;
+    float v[8];
+    load8(cb + t * L.fldq + k0, v);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = k0 + j <= t ? v[j] * __expf(s[t] - s[k0 + j]) * dtv[k0 + j] : 0.f;
+    store8(m + t * L.ldq + k0, v);
   }
-  for (int i = threadIdx.x; i < Q * p.pad_n; i += blockDim.x) {
-    const int t = i / p.pad_n, n = i - t * p.pad_n;
-    Cs[t * L.ldn + n] = __float2bfloat16_rn(__bfloat162float(Cs[t * L.ldn + n]) * __expf(s[t]));
+  for (int i = threadIdx.x, per_row = p.pad_p / 8; i < Q * per_row; i += blockDim.x) {
+    const int t = i / per_row, c0 = (i - t * per_row) * 8;
+    const float e = __expf(s[t]);
+    float v[8];
+    load8(o + t * L.fldp + c0, v);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] *= e;
+    store8(o + t * L.fldp + c0, v);
   }
   __syncthreads();
-  gemm<Row, Row, Tri::lower>(m, L.ldq, xs, L.ldp, o, L.fldp, Q, p.pad_p, Q, false);
+  gemm<Row, Row, Tri::lower>(m, L.ldq, xs, L.ldp, o, L.fldp, Q, p.pad_p, Q, true);
   __syncthreads();
-  gemm<Row, Col>(Cs, L.ldn, Hs, L.ldn, o, L.fldp, Q, p.pad_p, p.pad_n, true);
-  __syncthreads();
+  if (p.rows8)
+    output_epilogue<T, 8>(p, o, L.fldp, b, h, t0, valid);
+  else
+    output_epilogue<T, 1>(p, o, L.fldp, b, h, t0, valid);
+}
+
+/// With z: dz = dout ⊙ y ⊙ silu'(z), y = o + D·x the output before the gate, kW columns at a time.
+template <typename T, int kW>
+__device__ void gate_gradient(const SsdChunkedParams& p, const float* o, int ldo, int b, int h, int t0, int valid) {
   const T* x = static_cast<const T*>(p.x);
   const T* z = static_cast<const T*>(p.z);
-  T* y = static_cast<T*>(p.y);
-  float xv[8], zv[8];
-  batched_rows<8>(
+  const T* dout = static_cast<const T*>(p.dout);
+  T* dz = static_cast<T*>(p.dz);
+  const float* D = p.D ? p.D + h * p.D_h_stride : nullptr;
+  auto row = [&](const SsdStrides& st, int t) { return b * st.batch + static_cast<int64_t>(t0 + t) * st.time + h * st.head; };
+  Run<T, kW> xv[2], zv[2], dv[2];
+  batched_rows<2, kW>(
       valid, p.head_dim,
       [&](int j, int t, int col) {
-        if (p.D) xv[j] = to_float(__ldg(x + b * p.x_st.batch + static_cast<int64_t>(t0 + t) * p.x_st.time + h * p.x_st.head + col));
-        if (z) zv[j] = to_float(__ldg(z + b * p.z_st.batch + static_cast<int64_t>(t0 + t) * p.z_st.time + h * p.z_st.head + col));
+        if (D) xv[j].load(x + row(p.x_st, t) + col);
+        zv[j].load(z + row(p.z_st, t) + col);
+        dv[j].load(dout + row(p.dout_st, t) + col);
       },
       [&](int j, int t, int col) {
-        float v = o[t * L.fldp + col];
-        if (p.D) v += p.D[h * p.D_h_stride + col * p.D_p_stride] * xv[j];
-        if (z) v *= silu(zv[j]);
-        y[((static_cast<int64_t>(b) * p.len + t0 + t) * p.heads + h) * p.head_dim + col] = from_float<T>(v);
+        Run<T, kW> out;
+#pragma unroll
+        for (int e = 0; e < kW; ++e) {
+          float y = o[t * ldo + col + e];
+          if (D) y += D[(col + e) * p.D_p_stride] * xv[j].v[e];
+          const float zz = zv[j].v[e], sg = sigmoid(zz);
+          out.v[e] = dv[j].v[e] * y * sg * (1.f + zz * (1.f - sg));
+        }
+        out.store(dz + ((static_cast<int64_t>(b) * p.len + t0 + t) * p.heads + h) * p.head_dim + col);
       });
 }
 
@@ -464,17 +565,6 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
   float* o = reinterpret_cast<float*>(smem + L.o);
   float* r = reinterpret_cast<float*>(smem + L.r);
   const T* z = static_cast<const T*>(p.z);
-  const T* x = static_cast<const T*>(p.x);
-  const T* dout = static_cast<const T*>(p.dout);
-  auto x_at = [&](int t, int col) {
-    return b * p.x_st.batch + static_cast<int64_t>(t0 + t) * p.x_st.time + h * p.x_st.head + col;
-  };
-  auto z_at = [&](int t, int col) {
-    return b * p.z_st.batch + static_cast<int64_t>(t0 + t) * p.z_st.time + h * p.z_st.head + col;
-  };
-  auto dout_at = [&](int t, int col) {
-    return b * p.dout_st.batch + static_cast<int64_t>(t0 + t) * p.dout_st.time + h * p.dout_st.head + col;
-  };
   auto out_at = [&](int t, int col) {  // dx, dz: contiguous [b, L, H, P]
     return ((static_cast<int64_t>(b) * p.len + t0 + t) * p.heads + h) * P + col;
   };
@@ -514,24 +604,26 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
   //    ∂L/∂CB = gx·E·Δ_τ (bf16), V = gx·CB·E (∂/∂Δ_τ); W and V replace gx and CB. Row sums of W, and of g ⊙ the
   //    state's output (scaled by exp(s_t) here), into ds. kSeg threads per row.
   {
-    const int t = tid / kSeg, seg = tid % kSeg;
+    static_assert(kSegQ == 8, "a thread's segment of a [Q, Q] row is one run of 8");
+    const int t = tid / kSeg, seg = tid % kSeg, k0 = seg * kSegQ;
     const float st = s[t];
-    float row = 0.f;
-    for (int k = seg * kSegQ; k < seg * kSegQ + kSegQ; ++k) {
-      float w = 0.f, v = 0.f, mm = 0.f, dc = 0.f;
-      if (k <= t) {
-        const float e = __expf(st - s[k]), cbv = cb[t * L.fldq + k], gxv = gx[t * L.fldq + k];
-        mm = cbv * e * dtv[k];
-        w = gxv * mm;
-        dc = gxv * e * dtv[k];
-        v = gxv * cbv * e;
-      }
-      m[t * L.ldq + k] = __float2bfloat16_rn(mm);
-      dcb[t * L.ldq + k] = __float2bfloat16_rn(dc);
-      gx[t * L.fldq + k] = w;
-      cb[t * L.fldq + k] = v;
-      row += w;
+    float cbv[8], gxv[8], mm[8], dc[8], w[8], v[8], row = 0.f;
+    load8(cb + t * L.fldq + k0, cbv);
+    load8(gx + t * L.fldq + k0, gxv);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int k = k0 + j;
+      const float e = k <= t ? __expf(st - s[k]) : 0.f;
+      mm[j] = cbv[j] * e * dtv[k];
+      w[j] = gxv[j] * mm[j];
+      dc[j] = gxv[j] * e * dtv[k];
+      v[j] = gxv[j] * cbv[j] * e;
+      row += w[j];
     }
+    store8(m + t * L.ldq + k0, mm);
+    store8(dcb + t * L.ldq + k0, dc);
+    store8(gx + t * L.fldq + k0, w);
+    store8(cb + t * L.fldq + k0, v);
     const float est = __expf(st);
     const int span = pp / kSeg;
     for (int col = seg * span; col < seg * span + span; ++col) {
@@ -557,21 +649,10 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
     __syncthreads();
     gemm<Row, Row, Tri::lower>(m, L.ldq, xs, L.ldp, o, L.fldo, Q, pp, Q, true);
     __syncthreads();
-    T* dz = static_cast<T*>(p.dz);
-    float xv[8], zv[8], dv[8];
-    batched_rows<8>(
-        valid, P,
-        [&](int j, int t, int col) {
-          if (D) xv[j] = to_float(__ldg(x + x_at(t, col)));
-          zv[j] = to_float(__ldg(z + z_at(t, col)));
-          dv[j] = to_float(__ldg(dout + dout_at(t, col)));
-        },
-        [&](int j, int t, int col) {
-          float y = o[t * L.fldo + col];
-          if (D) y += D[col * p.D_p_stride] * xv[j];
-          const float sg = sigmoid(zv[j]);
-          dz[out_at(t, col)] = from_float<T>(dv[j] * y * sg * (1.f + zv[j] * (1.f - sg)));
-        });
+    if (p.rows8)
+      gate_gradient<T, 8>(p, o, L.fldo, b, h, t0, valid);
+    else
+      gate_gradient<T, 1>(p, o, L.fldo, b, h, t0, valid);
   }
   __syncthreads();
 
@@ -617,9 +698,14 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
     else
       gemm<Row, Row>(xs, L.ldp, dSs, L.ldn, o, L.fldo, Q, pn, pp, false);
     __syncthreads();
-    for (int i = tid; i < Q * pn; i += blockDim.x) {
-      const int t = i / pn, n = i - t * pn;
-      o[t * L.fldo + n] *= which == 0 ? __expf(s[t]) : __expf(lam - s[t]) * dtv[t];
+    for (int i = tid, per_row = pn / 8; i < Q * per_row; i += blockDim.x) {
+      const int t = i / per_row, n0 = (i - t * per_row) * 8;
+      const float e = which == 0 ? __expf(s[t]) : __expf(lam - s[t]) * dtv[t];
+      float v[8];
+      load8(o + t * L.fldo + n0, v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] *= e;
+      store8(o + t * L.fldo + n0, v);
     }
     __syncthreads();
     if (which == 0)

@@ -33,6 +33,8 @@ struct SsdChunkedParams {
   int batch = 0, len = 0, heads = 0, head_dim = 0, groups = 1, dstate = 0, chunks = 0;
   int pad_p = 0, pad_n = 0;  ///< head_dim and dstate rounded up to multiples of 16
   bool softplus = false;
+  /// P a multiple of 8 and x, z (and dout) with 16-byte aligned rows: the epilogues move 8 elements per access.
+  bool rows8 = false;
 
   // Inputs (16-bit, the kernel's dtype): x, z [b, L, H, P]; dt [b, L, H]; B, C [b, L, G, N].
   const void *x = nullptr, *dt = nullptr, *B = nullptr, *C = nullptr, *z = nullptr;

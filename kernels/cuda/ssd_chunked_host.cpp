@@ -4,6 +4,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cstdint>
+
 #include "ssd_chunked.cuh"
 #include "ssd_map.h"
 
@@ -20,6 +22,14 @@ at::Tensor unit_last(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.con
 
 cuda::ScanDtype kernel_dtype(const ScanInputs& s) {
   return s.u.scalar_type() == at::kHalf ? cuda::ScanDtype::f16 : cuda::ScanDtype::bf16;
+}
+
+/// Whether a [batch, L, heads, P] tensor's rows start on 16-byte boundaries (data, strides), P a multiple of 8.
+bool rows_of_8(const at::Tensor& t) {
+  if (!t.defined()) return true;
+  const int64_t bytes = t.element_size();
+  return t.size(3) % 8 == 0 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 &&
+         (t.stride(0) * bytes) % 16 == 0 && (t.stride(1) * bytes) % 16 == 0 && (t.stride(2) * bytes) % 16 == 0;
 }
 
 /// The inputs staged for the kernels, the work buffers, and the parameters pointing into them.
@@ -68,6 +78,7 @@ struct Staged {
     }
     if (bias.defined()) p.bias = bias.data_ptr<float>();
     if (h0.defined()) p.h0 = h0.data_ptr<float>();
+    p.rows8 = rows_of_8(x) && rows_of_8(z);
     f32 = x.options().dtype(at::kFloat);
     dt_v = at::empty({p.batch, p.heads, int64_t(p.chunks) * cuda::kSsdChunk}, f32);
     cum = at::empty_like(dt_v);
@@ -119,6 +130,7 @@ ScanGrads ssd_chunked_backward(const ScanInputs& s, const at::Tensor& grad_y, co
   const at::Tensor dout = unit_last(grad_y.to(s.u.scalar_type()));
   p.dout = dout.data_ptr();
   p.dout_st = strides(dout);
+  p.rows8 = p.rows8 && rows_of_8(dout);
   at::Tensor dfinal;
   if (grad_final.defined()) {
     dfinal = grad_final.to(at::kFloat).contiguous();

@@ -239,3 +239,32 @@ TEST(SsdArguments, BadShapesAreRefusedNamingTheArgument) {
   in.x = in.x.flatten(2);
   expect_error(in, "x must be [batch, L, H, P], got [4, 197, 42]");
 }
+
+TEST(SsdViews, SlicesOfOneProjectionMatchContiguousInputs) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+  // Mamba-2 splits one in_proj output [b, L, 2·H·P + 2·G·N + H] into z, x, B, C, dt: the kernels read the slices
+  // through their strides (time stride = the projection's width) and must agree with contiguous copies.
+  const int64_t b = 2, L = 300, H = 8, P = 32, G = 2, N = 64;  // rows of 776 elements: 16-byte aligned, as in Mamba-2
+  at::manual_seed(31);
+  const auto o = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor proj = at::randn({b, L, 2 * H * P + 2 * G * N + H}, o);
+  SsdInputs views;
+  views.z = proj.narrow(2, 0, H * P).view({b, L, H, P});
+  views.x = proj.narrow(2, H * P, H * P).view({b, L, H, P});
+  views.B = proj.narrow(2, 2 * H * P, G * N).view({b, L, G, N});
+  views.C = proj.narrow(2, 2 * H * P + G * N, G * N).view({b, L, G, N});
+  views.dt = proj.narrow(2, 2 * H * P + 2 * G * N, H) * 0.5 - 3.0;
+  views.A = -at::rand({H}, o.dtype(at::kFloat)) * 4 - 0.5;
+  views.D = at::randn({H}, o.dtype(at::kFloat));
+  views.dt_bias = at::rand({H}, o.dtype(at::kFloat)) * 0.2;
+  views.dt_softplus = true;
+  ASSERT_FALSE(views.x.is_contiguous());
+  EXPECT_EQ(cab::kernels::testing::ssd_cuda_path(views), "chunked");
+  const SsdInputs copies = map(views, [](const at::Tensor& t) { return t.contiguous(); });
+  const at::Tensor wy = at::randn({b, L, H, P}, at::kDouble).to(at::kBFloat16).to(at::kDouble);
+  const at::Tensor ws = at::randn({b, H, P, N}, at::kDouble);
+  const SsdRun got = run(views, wy.to(at::kBFloat16), ws, false);
+  const SsdRun want = run(copies, wy.to(at::kBFloat16), ws, false);
+  for (int i = 0; i < 2; ++i) EXPECT_LT(max_rel_error(got.outputs[i], want.outputs[i]), 1e-6) << i;
+  for (std::size_t i = 0; i < got.grads.size(); ++i) EXPECT_LT(max_rel_error(got.grads[i], want.grads[i]), 1e-2) << names(views)[i];
+}
