@@ -26,8 +26,9 @@ static_assert(Q == 64, "the in-chunk cumulative sums and the row-segment reducti
 
 enum class SsdKernel { state, state_bwd, output, backward };
 
-/// Shared memory of the per-chunk kernels: bf16 tiles with 8 elements of row padding and fp32 tiles with 4 (keeps
-/// WMMA's 32-byte alignment of every 16×16 tile and spreads rows over banks); byte offsets, 128-byte aligned.
+/// Shared memory of the per-chunk kernels: bf16 and fp32 tiles with 8 elements of row padding (keeps WMMA's
+/// 32-byte alignment of every 16×16 tile, and puts the rows a warp's row segments touch on different banks);
+/// byte offsets, 128-byte aligned.
 struct SsdSmem {
   int ldp, ldn, ldq;    ///< bf16 leading dimensions: P, N and the chunk padded
   int fldq, fldp, fldo; ///< fp32 leading dimensions: chunk, P, max(P, N)
@@ -35,7 +36,7 @@ struct SsdSmem {
   std::size_t total = 0;
 
   __host__ __device__ SsdSmem(int pp, int pn, SsdKernel k)
-      : ldp(pp + 8), ldn(pn + 8), ldq(Q + 8), fldq(Q + 4), fldp(pp + 4), fldo((pp > pn ? pp : pn) + 4) {
+      : ldp(pp + 8), ldn(pn + 8), ldq(Q + 8), fldq(Q + 8), fldp(pp + 8), fldo((pp > pn ? pp : pn) + 8) {
     const bool bwd = k == SsdKernel::backward, out = k == SsdKernel::output;
     const std::size_t h = sizeof(bf16), f = sizeof(float);
     x = take(Q * ldp * h);
@@ -342,19 +343,30 @@ __device__ void add_rows(float* dst, const float* o, int ldo, int64_t row0, int6
   }
 }
 
+/// The chunk, head and batch of a per-chunk block: blockIdx.x = batch·chunks + chunk, blockIdx.y = head, so the
+/// blocks resident at once are mostly one head's chunks of every batch: rows of dB and dC that the heads of a group
+/// add into are then rarely hit by two blocks at the same time.
+struct ChunkBlock {
+  int c, h, b, t0, valid;
+  __device__ explicit ChunkBlock(const SsdChunkedParams& p)
+      : c(blockIdx.x % p.chunks), h(blockIdx.y), b(blockIdx.x / p.chunks), t0(c * kSsdChunk),
+        valid(min(kSsdChunk, p.len - c * kSsdChunk)) {}
+};
+
 __device__ __forceinline__ int64_t state_offset(const SsdChunkedParams& p, int b, int h, int c) {
   return ((static_cast<int64_t>(b) * p.heads + h) * p.chunks + c) * p.pad_p * p.pad_n;
 }
 
 // ---- kernels ----
 
-/// Chunk (blockIdx.x, head y, batch z): S_c = Σ_τ exp(Λ − s_τ)·Δ_τ·x_τ ⊗ B_τ into p.states; the backward also
+/// Chunk block (ChunkBlock): S_c = Σ_τ exp(Λ − s_τ)·Δ_τ·x_τ ⊗ B_τ into p.states; the backward also
 /// ∂L/∂H_c from the chunk's outputs, Σ_t exp(s_t)·g_t ⊗ C_t with g = dout ⊙ silu(z), into p.dh_local.
 template <typename T, bool kBackward>
 __global__ void __launch_bounds__(kSsdThreads) ssd_state_kernel(const SsdChunkedParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   const SsdSmem L(p.pad_p, p.pad_n, kBackward ? SsdKernel::state_bwd : SsdKernel::state);
-  const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * Q, valid = min(Q, p.len - t0);
+  const ChunkBlock blk(p);
+  const int c = blk.c, h = blk.h, b = blk.b, t0 = blk.t0, valid = blk.valid;
   const int g = h / (p.heads / p.groups);
   float* dtv = reinterpret_cast<float*>(smem + L.vec);
   float* s = dtv + Q;
@@ -457,12 +469,13 @@ __device__ void output_epilogue(const SsdChunkedParams& p, const float* o, int l
       });
 }
 
-/// Chunk (blockIdx.x, head y, batch z) of the output: y = (C·Bᵀ ⊙ decay ⊙ Δ)·x + diag(exp(s))·C·H_cᵀ + D·x, ⊙ silu(z).
+/// Chunk block (ChunkBlock) of the output: y = (C·Bᵀ ⊙ decay ⊙ Δ)·x + diag(exp(s))·C·H_cᵀ + D·x, ⊙ silu(z).
 template <typename T>
 __global__ void __launch_bounds__(kSsdThreads) ssd_output_kernel(const SsdChunkedParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   const SsdSmem L(p.pad_p, p.pad_n, SsdKernel::output);
-  const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * Q, valid = min(Q, p.len - t0);
+  const ChunkBlock blk(p);
+  const int c = blk.c, h = blk.h, b = blk.b, t0 = blk.t0, valid = blk.valid;
   const int g = h / (p.heads / p.groups);
   float* dtv = reinterpret_cast<float*>(smem + L.vec);
   float* s = dtv + Q;
@@ -539,12 +552,13 @@ __device__ void gate_gradient(const SsdChunkedParams& p, const float* o, int ldo
       });
 }
 
-/// Chunk (blockIdx.x, head y, batch z) of the backward: every gradient of the chunk's inputs (see the steps).
+/// Chunk block (ChunkBlock) of the backward: every gradient of the chunk's inputs (see the steps).
 template <typename T>
 __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChunkedParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   const SsdSmem L(p.pad_p, p.pad_n, SsdKernel::backward);
-  const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t0 = c * Q, valid = min(Q, p.len - t0);
+  const ChunkBlock blk(p);
+  const int c = blk.c, h = blk.h, b = blk.b, t0 = blk.t0, valid = blk.valid;
   const int G = p.groups, g = h / (p.heads / G), P = p.head_dim, N = p.dstate, pp = p.pad_p, pn = p.pad_n;
   const int tid = threadIdx.x;
   float* dtv = reinterpret_cast<float*>(smem + L.vec);
@@ -635,14 +649,21 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
     if (seg == 0) ds[t] = row;
   }
   __syncthreads();
-  // Column sums: ds_τ −= Σ_t W, ddt_τ = Σ_t V.
+  // Column sums: ds_τ −= Σ_t W, ddt_τ = Σ_t V. A warp reads 32 adjacent columns of kSegQ rows; the kSeg partial
+  // sums of a column meet in r's space, free until step 4.
   {
-    const int k = tid / kSeg, seg = tid % kSeg;
+    const int k = tid % Q, seg = tid / Q;
     float w = 0.f, v = 0.f;
     for (int t = seg * kSegQ; t < seg * kSegQ + kSegQ; ++t) w += gx[t * L.fldq + k], v += cb[t * L.fldq + k];
-    w = seg_sum(w);
-    v = seg_sum(v);
-    if (seg == 0) ds[k] -= w, ddt[k] = v;
+    r[seg * Q + k] = w;
+    r[(kSeg + seg) * Q + k] = v;
+  }
+  __syncthreads();
+  if (tid < Q) {
+    float w = 0.f, v = 0.f;
+    for (int seg = 0; seg < kSeg; ++seg) w += r[seg * Q + tid], v += r[(kSeg + seg) * Q + tid];
+    ds[tid] -= w;
+    ddt[tid] = v;
   }
   // 3. With z: the output before the gate (state part + M·x + D·x) gives dz = dout·y·silu'(z).
   if (z) {
@@ -664,14 +685,21 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
     const int k = tid / kSeg, seg = tid % kSeg, span = pp / kSeg;
     const float e = __expf(lam - s[k]), scale = e * dtv[k];
     float xr = 0.f;
-    T* dx = static_cast<T*>(p.dx);
-    for (int col = seg * span; col < seg * span + span; ++col) {
-      const float rv = r[k * L.fldp + col];
+    T* dx = static_cast<T*>(p.dx) + out_at(k, 0);
+    auto term = [&](int col) {  // dx at (k, col); accumulates x·r for ddt and ds
+      const float rv = r[k * L.fldp + col], g = __bfloat162float(gs[k * L.ldp + col]);
       xr += __bfloat162float(xs[k * L.ldp + col]) * rv;
-      if (k < valid && col < P) {
-        float v = o[k * L.fldo + col] + scale * rv;
-        if (D) v += D[col * p.D_p_stride] * __bfloat162float(gs[k * L.ldp + col]);
-        dx[out_at(k, col)] = from_float<T>(v);
+      return o[k * L.fldo + col] + scale * rv + (D ? D[col * p.D_p_stride] * g : 0.f);
+    };
+    if (span == 8 && P == pp) {  // one 16-byte store per thread
+      Run<T, 8> out;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) out.v[j] = term(seg * 8 + j);
+      if (k < valid) out.store(dx + seg * 8);
+    } else {
+      for (int col = seg * span; col < seg * span + span; ++col) {
+        const float v = term(col);
+        if (k < valid && col < P) dx[col] = from_float<T>(v);
       }
     }
     xr = seg_sum(xr);
@@ -759,7 +787,7 @@ struct Kernels {
       const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
       if (err != cudaSuccess) return err;
     }
-    kernel<<<dim3(p.chunks, p.heads, p.batch), threads, bytes, stream>>>(p);
+    kernel<<<dim3(p.chunks * p.batch, p.heads), threads, bytes, stream>>>(p);
     return cudaGetLastError();
   }
   static cudaError_t pass(void (*kernel)(SsdChunkedParams), const SsdChunkedParams& p, cudaStream_t stream) {
