@@ -46,13 +46,17 @@ at::ScalarType accumulation_type(const at::Tensor& t) {
 at::Tensor head_scan(const HeadScanInputs& in) {
   const Sizes s = sizes_of(in);
   const auto acc = accumulation_type(in.x);
-  // cab's SSD op: on CUDA the scan kernel with one Δ per head and a scalar decay, reading these views in place.
+  // cab's SSD op. On CUDA, 16-bit activations go in as they are (Δ rounded to their dtype), so the op takes its
+  // chunked form on tensor cores (bf16 products, fp32 accumulation and state: mamba_ssm's numerics); otherwise the
+  // scan runs on fp32 (fp64) copies, on CUDA the recurrent kernel reading these views in place.
+  const at::ScalarType xt = in.x.scalar_type();
+  const auto t = in.x.is_cuda() && (xt == at::kBFloat16 || xt == at::kHalf) ? xt : acc;
   cab::kernels::SsdInputs ssd;
-  ssd.x = in.x.to(acc).reshape({s.batch, s.len, s.heads, s.head_dim});
-  ssd.dt = in.delta.to(acc);
+  ssd.x = in.x.to(t).reshape({s.batch, s.len, s.heads, s.head_dim});
+  ssd.dt = in.delta.to(t);
   ssd.A = in.A.to(acc);
-  ssd.B = in.B.to(acc).reshape({s.batch, s.len, s.groups, s.d_state});
-  ssd.C = in.C.to(acc).reshape({s.batch, s.len, s.groups, s.d_state});
+  ssd.B = in.B.to(t).reshape({s.batch, s.len, s.groups, s.d_state});
+  ssd.C = in.C.to(t).reshape({s.batch, s.len, s.groups, s.d_state});
   return cab::kernels::ssd_scan(ssd).y.reshape({s.batch, s.len, s.heads * s.head_dim});
 }
 

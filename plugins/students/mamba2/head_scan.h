@@ -5,10 +5,9 @@
 //   s_t[p, :] = exp(Δ_t · A_h) · s_{t−1}[p, :] + Δ_t · B_t · x_t[p],      y_t[p] = C_t · s_t[p, :]
 // This is the Mamba-1 selective scan with per-channel Δ = the Δ of the channel's head, A[d, n] = A_h for every n,
 // and B, C grouped (channel d reads group d / (D / G), which is head h's group h / (H / G)): head_scan runs it as
-// cab::kernels::ssd_scan (cab/kernels/ssd.h), which on CUDA keeps one Δ row per head and one exponential per step
-// and reads these [batch, L, ·] tensors in place. That is the SSM (recurrent) form of SSD: it costs what the
-// Mamba-1 scan costs at the same N (state D·N per sequence). The chunked matrix-multiply form, which uses that A
-// is a scalar per head (decays [b, T, T, H], tensor-core matrix multiplies for the rest), is not written yet.
+// cab::kernels::ssd_scan (cab/kernels/ssd.h). On CUDA, bf16/fp16 activations take its chunked form (64-step
+// chunks, products on tensor cores); fp32 ones its recurrent kernel, which keeps one Δ row per head and one
+// exponential per step and reads these [batch, L, ·] tensors in place.
 #pragma once
 
 #include <cstdint>
