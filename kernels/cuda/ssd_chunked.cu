@@ -469,14 +469,15 @@ __device__ void output_epilogue(const SsdChunkedParams& p, const float* o, int l
       });
 }
 
-/// Chunk block (ChunkBlock) of the output: y = (C·Bᵀ ⊙ decay ⊙ Δ)·x + diag(exp(s))·C·H_cᵀ + D·x, ⊙ silu(z).
+/// Chunk block (ChunkBlock; blockIdx.y = a run of p.output_heads heads of one group) of the output:
+/// y = (C·Bᵀ ⊙ decay ⊙ Δ)·x + diag(exp(s))·C·H_cᵀ + D·x, ⊙ silu(z). B, C and C·Bᵀ serve all the block's heads.
 template <typename T>
 __global__ void __launch_bounds__(kSsdThreads) ssd_output_kernel(const SsdChunkedParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   const SsdSmem L(p.pad_p, p.pad_n, SsdKernel::output);
   const ChunkBlock blk(p);
-  const int c = blk.c, h = blk.h, b = blk.b, t0 = blk.t0, valid = blk.valid;
-  const int g = h / (p.heads / p.groups);
+  const int c = blk.c, b = blk.b, t0 = blk.t0, valid = blk.valid, h0 = blk.h * p.output_heads;
+  const int g = h0 / (p.heads / p.groups);
   float* dtv = reinterpret_cast<float*>(smem + L.vec);
   float* s = dtv + Q;
   bf16* xs = reinterpret_cast<bf16*>(smem + L.x);
@@ -486,40 +487,44 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_output_kernel(const SsdChunke
   float* cb = reinterpret_cast<float*>(smem + L.cb);
   bf16* m = reinterpret_cast<bf16*>(smem + L.m);
   float* o = reinterpret_cast<float*>(smem + L.o);
-  stage<T>(xs, L.ldp, p.x, p.x_st, b, t0, h, valid, p.head_dim, p.pad_p, Same{});
   stage<T>(Bs, L.ldn, p.B, p.B_st, b, t0, g, valid, p.dstate, p.pad_n, Same{});
   stage<T>(Cs, L.ldn, p.C, p.C_st, b, t0, g, valid, p.dstate, p.pad_n, Same{});
-  stage_states(Hs, L.ldn, static_cast<const bf16*>(p.states_bf16) + state_offset(p, b, h, c), p.pad_p, p.pad_n);
-  async_wait();
-  load_decay(p, b, h, c, dtv, s);
-  gemm<Row, Col>(Cs, L.ldn, Bs, L.ldn, cb, L.fldq, Q, Q, p.pad_n, false);
-  gemm<Row, Col>(Cs, L.ldn, Hs, L.ldn, o, L.fldp, Q, p.pad_p, p.pad_n, false);
-  __syncthreads();
-  // M = C·Bᵀ ⊙ exp(s_t − s_τ) ⊙ Δ_τ (τ ≤ t) as bf16, and the state's output C·H_cᵀ scaled by exp(s_t), 8 at a time.
-  for (int i = threadIdx.x; i < Q * Q / 8; i += blockDim.x) {
-    const int t = i / (Q / 8), k0 = i % (Q / 8) * 8;
-    float v[8];
-    load8(cb + t * L.fldq + k0, v);
+  for (int h = h0; h < h0 + p.output_heads; ++h) {
+    stage<T>(xs, L.ldp, p.x, p.x_st, b, t0, h, valid, p.head_dim, p.pad_p, Same{});
+    stage_states(Hs, L.ldn, static_cast<const bf16*>(p.states_bf16) + state_offset(p, b, h, c), p.pad_p, p.pad_n);
+    async_wait();
+    load_decay(p, b, h, c, dtv, s);
+    if (h == h0) gemm<Row, Col>(Cs, L.ldn, Bs, L.ldn, cb, L.fldq, Q, Q, p.pad_n, false);
+    gemm<Row, Col>(Cs, L.ldn, Hs, L.ldn, o, L.fldp, Q, p.pad_p, p.pad_n, false);
+    __syncthreads();
+    // M = C·Bᵀ ⊙ exp(s_t − s_τ) ⊙ Δ_τ (τ ≤ t) as bf16, and the state's output C·H_cᵀ scaled by exp(s_t), 8 at a
+    // time.
+    for (int i = threadIdx.x; i < Q * Q / 8; i += blockDim.x) {
+      const int t = i / (Q / 8), k0 = i % (Q / 8) * 8;
+      float v[8];
+      load8(cb + t * L.fldq + k0, v);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = k0 + j <= t ? v[j] * __expf(s[t] - s[k0 + j]) * dtv[k0 + j] : 0.f;
-    store8(m + t * L.ldq + k0, v);
-  }
-  for (int i = threadIdx.x, per_row = p.pad_p / 8; i < Q * per_row; i += blockDim.x) {
-    const int t = i / per_row, c0 = (i - t * per_row) * 8;
-    const float e = __expf(s[t]);
-    float v[8];
-    load8(o + t * L.fldp + c0, v);
+      for (int j = 0; j < 8; ++j) v[j] = k0 + j <= t ? v[j] * __expf(s[t] - s[k0 + j]) * dtv[k0 + j] : 0.f;
+      store8(m + t * L.ldq + k0, v);
+    }
+    for (int i = threadIdx.x, per_row = p.pad_p / 8; i < Q * per_row; i += blockDim.x) {
+      const int t = i / per_row, c0 = (i - t * per_row) * 8;
+      const float e = __expf(s[t]);
+      float v[8];
+      load8(o + t * L.fldp + c0, v);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] *= e;
-    store8(o + t * L.fldp + c0, v);
+      for (int j = 0; j < 8; ++j) v[j] *= e;
+      store8(o + t * L.fldp + c0, v);
+    }
+    __syncthreads();
+    gemm<Row, Row, Tri::lower>(m, L.ldq, xs, L.ldp, o, L.fldp, Q, p.pad_p, Q, true);
+    __syncthreads();
+    if (p.rows8)
+      output_epilogue<T, 8>(p, o, L.fldp, b, h, t0, valid);
+    else
+      output_epilogue<T, 1>(p, o, L.fldp, b, h, t0, valid);
+    __syncthreads();  // the next head restages x, H, Δ and s and rewrites o
   }
-  __syncthreads();
-  gemm<Row, Row, Tri::lower>(m, L.ldq, xs, L.ldp, o, L.fldp, Q, p.pad_p, Q, true);
-  __syncthreads();
-  if (p.rows8)
-    output_epilogue<T, 8>(p, o, L.fldp, b, h, t0, valid);
-  else
-    output_epilogue<T, 1>(p, o, L.fldp, b, h, t0, valid);
 }
 
 /// With z: dz = dout ⊙ y ⊙ silu'(z), y = o + D·x the output before the gate, kW columns at a time.
@@ -781,13 +786,13 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
 template <typename T>
 struct Kernels {
   static cudaError_t per_chunk(void (*kernel)(SsdChunkedParams), const SsdChunkedParams& p, SsdKernel k,
-                               cudaStream_t stream, int threads = kSsdThreads) {
+                               cudaStream_t stream, int threads = kSsdThreads, int heads_per_block = 1) {
     const std::size_t bytes = SsdSmem(p.pad_p, p.pad_n, k).total;
     if (bytes > 48 * 1024) {
       const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
       if (err != cudaSuccess) return err;
     }
-    kernel<<<dim3(p.chunks * p.batch, p.heads), threads, bytes, stream>>>(p);
+    kernel<<<dim3(p.chunks * p.batch, p.heads / heads_per_block), threads, bytes, stream>>>(p);
     return cudaGetLastError();
   }
   static cudaError_t pass(void (*kernel)(SsdChunkedParams), const SsdChunkedParams& p, cudaStream_t stream) {
@@ -799,7 +804,7 @@ struct Kernels {
   static cudaError_t forward(const SsdChunkedParams& p, cudaStream_t stream) {
     cudaError_t err = per_chunk(ssd_state_kernel<T, false>, p, SsdKernel::state, stream);
     if (err == cudaSuccess) err = pass(ssd_pass_kernel<false>, p, stream);
-    if (err == cudaSuccess) err = per_chunk(ssd_output_kernel<T>, p, SsdKernel::output, stream);
+    if (err == cudaSuccess) err = per_chunk(ssd_output_kernel<T>, p, SsdKernel::output, stream, kSsdThreads, p.output_heads);
     return err;
   }
   static cudaError_t backward(const SsdChunkedParams& p, cudaStream_t stream) {

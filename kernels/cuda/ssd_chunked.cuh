@@ -35,6 +35,9 @@ struct SsdChunkedParams {
   bool softplus = false;
   /// P a multiple of 8 and x, z (and dout) with 16-byte aligned rows: the epilogues move 8 elements per access.
   bool rows8 = false;
+  /// Heads per block of the output kernel (4, 2 or 1: the most that divides a group's heads); they share B, C and
+  /// C·Bᵀ.
+  int output_heads = 1;
 
   // Inputs (16-bit, the kernel's dtype): x, z [b, L, H, P]; dt [b, L, H]; B, C [b, L, G, N].
   const void *x = nullptr, *dt = nullptr, *B = nullptr, *C = nullptr, *z = nullptr;

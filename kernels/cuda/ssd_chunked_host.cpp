@@ -79,6 +79,8 @@ struct Staged {
     if (bias.defined()) p.bias = bias.data_ptr<float>();
     if (h0.defined()) p.h0 = h0.data_ptr<float>();
     p.rows8 = rows_of_8(x) && rows_of_8(z);
+    const int per_group = p.heads / p.groups;
+    p.output_heads = per_group % 4 == 0 ? 4 : per_group % 2 == 0 ? 2 : 1;
     f32 = x.options().dtype(at::kFloat);
     dt_v = at::empty({p.batch, p.heads, int64_t(p.chunks) * cuda::kSsdChunk}, f32);
     cum = at::empty_like(dt_v);
