@@ -297,22 +297,49 @@ std::string testing::ssd_cuda_path(const SsdInputs& in) {
   return ssd_chunked_applies(s) ? "chunked" : "recurrent";
 }
 
-std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, const ScanInputs* bwd) {
-  constexpr int64_t kGuard = 4096;
+namespace {
+
+/// Every buffer a run allocates through allocator(), inside a NaN-filled allocation with kGuard elements on both
+/// sides; violations() says which guard regions were written and which buffers kept elements never written.
+class GuardedBuffers {
+ public:
+  ScanAllocator allocator() {
+    return [this](at::IntArrayRef sizes, const at::TensorOptions& options, bool zero, const char* name) {
+      const int64_t numel = c10::multiply_integers(sizes);
+      at::Tensor buffer = at::full({numel + 2 * kGuard}, std::numeric_limits<float>::quiet_NaN(), options);
+      at::Tensor inner = buffer.narrow(0, kGuard, numel);
+      if (zero) inner.zero_();
+      entries_.push_back({name, buffer, numel});
+      return inner.view(sizes);
+    };
+  }
+
+  std::vector<std::string> violations() const {
+    std::vector<std::string> out;
+    for (const Entry& e : entries_) {
+      const at::Tensor guards = at::cat({e.buffer.narrow(0, 0, kGuard), e.buffer.narrow(0, kGuard + e.numel, kGuard)});
+      if (!guards.isnan().all().item<bool>()) out.push_back(e.name + ": guard region written");
+      const int64_t unwritten = e.buffer.narrow(0, kGuard, e.numel).isnan().sum().item<int64_t>();
+      if (unwritten > 0) out.push_back(e.name + ": " + std::to_string(unwritten) + " elements NaN (never written?)");
+    }
+    return out;
+  }
+
+ private:
+  static constexpr int64_t kGuard = 4096;
   struct Entry {
     std::string name;
     at::Tensor buffer;
     int64_t numel;
   };
-  std::vector<Entry> entries;
-  const ScanAllocator guarded = [&](at::IntArrayRef sizes, const at::TensorOptions& options, bool zero, const char* name) {
-    const int64_t numel = c10::multiply_integers(sizes);
-    at::Tensor buffer = at::full({numel + 2 * kGuard}, std::numeric_limits<float>::quiet_NaN(), options);
-    at::Tensor inner = buffer.narrow(0, kGuard, numel);
-    if (zero) inner.zero_();
-    entries.push_back({name, buffer, numel});
-    return inner.view(sizes);
-  };
+  std::vector<Entry> entries_;
+};
+
+}  // namespace
+
+std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, const ScanInputs* bwd) {
+  GuardedBuffers buffers;
+  const ScanAllocator guarded = buffers.allocator();
   std::vector<ScanInputs> dirs{fwd};
   if (bwd) dirs.push_back(*bwd);
   const double scale = bwd ? 0.5 : 1.0;
@@ -321,14 +348,21 @@ std::vector<std::string> testing::cuda_guard_violations(const ScanInputs& fwd, c
   std::vector<at::Tensor> grad_finals;
   for (std::size_t i = 0; i < dirs.size(); ++i) grad_finals.push_back(at::randn({fwd.u.size(0), fwd.u.size(1), fwd.A.size(1)}, f32));
   scan_cuda_backward(dirs, scale, at::randn(fwd.u.sizes(), fwd.u.options()), grad_finals, guarded);
-  std::vector<std::string> violations;
-  for (const Entry& e : entries) {
-    const at::Tensor guards = at::cat({e.buffer.narrow(0, 0, kGuard), e.buffer.narrow(0, kGuard + e.numel, kGuard)});
-    if (!guards.isnan().all().item<bool>()) violations.push_back(e.name + ": guard region written");
-    const int64_t unwritten = e.buffer.narrow(0, kGuard, e.numel).isnan().sum().item<int64_t>();
-    if (unwritten > 0) violations.push_back(e.name + ": " + std::to_string(unwritten) + " elements NaN (never written?)");
-  }
-  return violations;
+  return buffers.violations();
+}
+
+std::vector<std::string> testing::ssd_cuda_guard_violations(const SsdInputs& in) {
+  check_ssd_inputs(in);
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  const ScanInputs s{in.x, in.dt, in.A, in.B, in.C, in.D, in.z, in.dt_bias, in.initial_state, in.dt_softplus};
+  TORCH_CHECK(ssd_chunked_applies(s), "ssd_cuda_guard_violations: these inputs do not take the chunked SSD");
+  GuardedBuffers buffers;
+  const ScanAllocator guarded = buffers.allocator();
+  ssd_chunked_forward(s, guarded);
+  const at::Tensor grad_final = at::randn({in.x.size(0), in.x.size(2), in.x.size(3), in.B.size(3)},
+                                          in.x.options().dtype(at::kFloat));
+  ssd_chunked_backward(s, at::randn(in.x.sizes(), in.x.options()), grad_final, guarded);
+  return buffers.violations();
 }
 
 namespace {

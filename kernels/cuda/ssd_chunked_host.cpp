@@ -39,7 +39,7 @@ struct Staged {
   cuda::SsdChunkedParams p;
   at::TensorOptions f32;
 
-  explicit Staged(const ScanInputs& s) {
+  Staged(const ScanInputs& s, const ScanAllocator& alloc) {
     check_ssd_packed(s);
     x = unit_last(s.u);
     dt = s.delta;
@@ -82,10 +82,10 @@ struct Staged {
     const int per_group = p.heads / p.groups;
     p.output_heads = per_group % 4 == 0 ? 4 : per_group % 2 == 0 ? 2 : 1;
     f32 = x.options().dtype(at::kFloat);
-    dt_v = at::empty({p.batch, p.heads, int64_t(p.chunks) * cuda::kSsdChunk}, f32);
-    cum = at::empty_like(dt_v);
-    states = at::empty({p.batch, p.heads, p.chunks, p.pad_p, p.pad_n}, f32);
-    states_bf16 = at::empty(states.sizes(), f32.dtype(at::kBFloat16));
+    dt_v = alloc({p.batch, p.heads, int64_t(p.chunks) * cuda::kSsdChunk}, f32, false, "dt_v");
+    cum = alloc(dt_v.sizes(), f32, false, "cum");
+    states = alloc({p.batch, p.heads, p.chunks, p.pad_p, p.pad_n}, f32, false, "states");
+    states_bf16 = alloc(states.sizes(), f32.dtype(at::kBFloat16), false, "states_bf16");
     p.dt_v = dt_v.data_ptr<float>();
     p.cum = cum.data_ptr<float>();
     p.states = states.data_ptr<float>();
@@ -114,20 +114,21 @@ bool ssd_chunked_applies(const ScanInputs& s) {
   return bytes <= props->sharedMemPerBlockOptin;
 }
 
-std::vector<at::Tensor> ssd_chunked_forward(const ScanInputs& s) {
+std::vector<at::Tensor> ssd_chunked_forward(const ScanInputs& s, const ScanAllocator& alloc) {
   const c10::cuda::CUDAGuard guard(s.u.device());
-  Staged st(s);
-  at::Tensor y = at::empty(s.u.sizes(), s.u.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor final_state = at::empty({st.p.batch, st.p.heads, st.p.head_dim, st.p.dstate}, st.f32);
+  Staged st(s, alloc);
+  at::Tensor y = alloc(s.u.sizes(), s.u.options(), false, "y");
+  at::Tensor final_state = alloc({st.p.batch, st.p.heads, st.p.head_dim, st.p.dstate}, st.f32, false, "final_state");
   st.p.y = y.data_ptr();
   st.p.final_state = final_state.data_ptr<float>();
   check(cuda::ssd_chunked_forward(st.p, kernel_dtype(s), at::cuda::getCurrentCUDAStream()), "forward");
   return {y, final_state};
 }
 
-ScanGrads ssd_chunked_backward(const ScanInputs& s, const at::Tensor& grad_y, const at::Tensor& grad_final) {
+ScanGrads ssd_chunked_backward(const ScanInputs& s, const at::Tensor& grad_y, const at::Tensor& grad_final,
+                               const ScanAllocator& alloc) {
   const c10::cuda::CUDAGuard guard(s.u.device());
-  Staged st(s);
+  Staged st(s, alloc);
   cuda::SsdChunkedParams& p = st.p;
   TORCH_CHECK(grad_y.sizes() == s.u.sizes(), "ssd_scan backward: grad_y must match x ", s.u.sizes(), ", got ",
               grad_y.sizes());
@@ -140,16 +141,16 @@ ScanGrads ssd_chunked_backward(const ScanInputs& s, const at::Tensor& grad_y, co
     dfinal = grad_final.to(at::kFloat).contiguous();
     p.dfinal = dfinal.data_ptr<float>();
   }
-  const at::Tensor dh_local = at::empty_like(st.states), dstates_bf16 = at::empty_like(st.states_bf16);
+  const at::Tensor dh_local = alloc(st.states.sizes(), st.f32, false, "dh_local");
+  const at::Tensor dstates_bf16 = alloc(st.states.sizes(), st.f32.dtype(at::kBFloat16), false, "dstates_bf16");
   p.dh_local = dh_local.data_ptr<float>();
   p.dstates_bf16 = dstates_bf16.data_ptr();
-  const auto elem = s.u.options().memory_format(at::MemoryFormat::Contiguous);
   ScanGrads g;
-  g.u = at::empty(s.u.sizes(), elem);
-  g.delta = at::empty(s.delta.sizes(), elem);
-  if (s.z) g.z = at::empty(s.u.sizes(), elem);
-  const at::Tensor dB = at::zeros(s.B.sizes(), st.f32), dC = at::zeros(s.C.sizes(), st.f32);
-  const at::Tensor dA = at::zeros({p.heads}, st.f32);
+  g.u = alloc(s.u.sizes(), s.u.options(), false, "dx");
+  g.delta = alloc(s.delta.sizes(), s.u.options(), false, "ddt");
+  if (s.z) g.z = alloc(s.u.sizes(), s.u.options(), false, "dz");
+  const at::Tensor dB = alloc(s.B.sizes(), st.f32, true, "dB"), dC = alloc(s.C.sizes(), st.f32, true, "dC");
+  const at::Tensor dA = alloc({p.heads}, st.f32, true, "dA");
   at::Tensor dbias, dD, dh0;
   p.dx = g.u.data_ptr();
   p.ddt = g.delta.data_ptr();
@@ -157,9 +158,9 @@ ScanGrads ssd_chunked_backward(const ScanInputs& s, const at::Tensor& grad_y, co
   p.dB = dB.data_ptr<float>();
   p.dC = dC.data_ptr<float>();
   p.dA = dA.data_ptr<float>();
-  if (s.delta_bias) dbias = at::zeros({p.heads}, st.f32), p.dbias = dbias.data_ptr<float>();
-  if (s.D_skip) dD = at::zeros({p.heads, p.head_dim}, st.f32), p.dD = dD.data_ptr<float>();
-  if (s.initial_state) dh0 = at::empty(s.initial_state->sizes(), st.f32), p.dh0 = dh0.data_ptr<float>();
+  if (s.delta_bias) dbias = alloc({p.heads}, st.f32, true, "dbias"), p.dbias = dbias.data_ptr<float>();
+  if (s.D_skip) dD = alloc({p.heads, p.head_dim}, st.f32, true, "dD"), p.dD = dD.data_ptr<float>();
+  if (s.initial_state) dh0 = alloc(s.initial_state->sizes(), st.f32, false, "dh0"), p.dh0 = dh0.data_ptr<float>();
   check(cuda::ssd_chunked_backward(p, kernel_dtype(s), at::cuda::getCurrentCUDAStream()), "backward");
   g.A = dA.to(s.A.scalar_type());
   g.B = dB.to(s.B.scalar_type());

@@ -20,6 +20,9 @@ std::string testing::cuda_layout(const ScanInputs&) { TORCH_CHECK(false, "cuda_l
 std::string testing::ssd_cuda_path(const SsdInputs&) {
   TORCH_CHECK(false, "ssd_cuda_path: this build of cab's kernels has no CUDA");
 }
+std::vector<std::string> testing::ssd_cuda_guard_violations(const SsdInputs&) {
+  TORCH_CHECK(false, "ssd_cuda_guard_violations: this build of cab's kernels has no CUDA");
+}
 #endif
 
 }  // namespace cab::kernels

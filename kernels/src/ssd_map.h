@@ -31,10 +31,11 @@ void check_ssd_packed(const ScanInputs& ssd);
 /// The chunked SSD on tensor cores (cuda/ssd_chunked.cuh) takes the (packed, checked) inputs on their device: x,
 /// dt, B, C and z all float16 or all bfloat16, P and N within its shared memory, batch and heads within a grid.
 bool ssd_chunked_applies(const ScanInputs& ssd);
-/// y [b, L, H, P] (x's dtype) and the final state [b, H, P, N] (fp32).
-std::vector<at::Tensor> ssd_chunked_forward(const ScanInputs& ssd);
+/// y [b, L, H, P] (x's dtype) and the final state [b, H, P, N] (fp32); outputs and work buffers from `alloc`.
+std::vector<at::Tensor> ssd_chunked_forward(const ScanInputs& ssd, const ScanAllocator& alloc = default_allocator);
 /// Every input's gradient in its shape and dtype; grad_final may be undefined.
-ScanGrads ssd_chunked_backward(const ScanInputs& ssd, const at::Tensor& grad_y, const at::Tensor& grad_final);
+ScanGrads ssd_chunked_backward(const ScanInputs& ssd, const at::Tensor& grad_y, const at::Tensor& grad_final,
+                               const ScanAllocator& alloc = default_allocator);
 #endif
 
 }  // namespace cab::kernels

@@ -268,3 +268,18 @@ TEST(SsdViews, SlicesOfOneProjectionMatchContiguousInputs) {
   for (int i = 0; i < 2; ++i) EXPECT_LT(max_rel_error(got.outputs[i], want.outputs[i]), 1e-6) << i;
   for (std::size_t i = 0; i < got.grads.size(); ++i) EXPECT_LT(max_rel_error(got.grads[i], want.grads[i]), 1e-2) << names(views)[i];
 }
+
+TEST(SsdGuards, ChunkedKernelsWriteEveryOutputAndNothingOutside) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without CUDA)";
+  // Every output and work buffer of the chunked forward and backward inside NaN-filled allocations with guard
+  // elements on both sides: padded P and N (7, 9, 100), partial last chunks, 1 to 129 chunks, groups, h0.
+  for (const char* name : {"l1_all_options", "l197_h6_p7_g2_n16", "n100_padded_lanes", "chunked_l8193_h1_p8",
+                           "mamba2_like_b2_l512_h8_p64_n128"}) {
+    SCOPED_TRACE(name);
+    const SsdCase& c = *std::find_if(kCases.begin(), kCases.end(), [&](const SsdCase& k) { return k.name == name; });
+    const SsdInputs in = map(make_inputs(c, at::kBFloat16, 9), [](const at::Tensor& t) { return t.cuda(); });
+    std::string problems;
+    for (const std::string& v : cab::kernels::testing::ssd_cuda_guard_violations(in)) problems += v + "; ";
+    EXPECT_TRUE(problems.empty()) << problems;
+  }
+}

@@ -43,6 +43,10 @@ namespace testing {
 /// tensor cores: x, dt, B, C, z all float16 or all bfloat16, P and N within its shared memory) or "recurrent" (the
 /// selective-scan kernels with one Δ per head). Throws in builds without CUDA.
 CAB_KERNELS_API std::string ssd_cuda_path(const SsdInputs& in);
+/// For the kernel tests: runs the chunked SSD's forward and backward (inputs that take it) with every output and
+/// work buffer inside a NaN-filled allocation with guard elements on both sides; returns what went wrong (a guard
+/// region written, elements never written) or nothing. Throws in builds without CUDA.
+CAB_KERNELS_API std::vector<std::string> ssd_cuda_guard_violations(const SsdInputs& in);
 }  // namespace testing
 
 }  // namespace cab::kernels
