@@ -107,7 +107,9 @@ bool ssd_chunked_applies(const ScanInputs& s) {
   if (s.z && s.z->scalar_type() != t) return false;
   // Grids: batch · chunks blocks along x, heads along y (and batch along z for the pass).
   const int64_t chunks = (s.u.size(1) + cuda::kSsdChunk - 1) / cuda::kSsdChunk;
-  if (s.u.size(0) > 65535 || s.u.size(2) > 65535 || s.u.size(0) * chunks >= (int64_t(1) << 31)) return false;
+  if (s.u.size(0) > 65535 || s.u.size(2) > 65535 || s.u.size(0) * chunks >= (int64_t(1) << 31) ||
+      s.u.size(1) >= (int64_t(1) << 31) - cuda::kSsdChunk)
+    return false;
   const auto* props = at::cuda::getDeviceProperties(s.u.device().index());
   const std::size_t bytes = cuda::ssd_chunked_smem_bytes(static_cast<int>(round16(s.u.size(3))),
                                                          static_cast<int>(round16(s.B.size(3))), true);
