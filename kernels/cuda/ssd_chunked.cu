@@ -715,13 +715,21 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
       atomicAdd(dlam, w);
     }
   }
+  if (p.dD)  // Σ_t g·x per column over kSeg row segments (padded rows are zero); partial sums in gx's space, free now
+    for (int i = tid; i < kSeg * P; i += blockDim.x) {
+      const int col = i % P, seg = i / P;
+      float acc = 0.f;
+      for (int t = seg * kSegQ; t < seg * kSegQ + kSegQ; ++t)
+        acc += __bfloat162float(gs[t * L.ldp + col]) * __bfloat162float(xs[t * L.ldp + col]);
+      gx[seg * P + col] = acc;
+    }
+  __syncthreads();
   if (p.dD)
     for (int col = tid; col < P; col += blockDim.x) {
       float acc = 0.f;
-      for (int t = 0; t < valid; ++t) acc += __bfloat162float(gs[t * L.ldp + col]) * __bfloat162float(xs[t * L.ldp + col]);
+      for (int seg = 0; seg < kSeg; ++seg) acc += gx[seg * P + col];
       atomicAdd(p.dD + h * P + col, acc);
     }
-  __syncthreads();
 
   // 5. dC = diag(exp(s_t))·g·H_c + ∂L/∂CB·B;  dB = diag(exp(Λ − s_τ)·Δ_τ)·x·∂L/∂S + ∂L/∂CBᵀ·C (accumulated over
   //    the heads of the group).
