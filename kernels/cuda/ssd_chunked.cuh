@@ -8,8 +8,9 @@
 // Three kernels: chunk states (a GEMM over the chunk), the pass over chunks (elementwise over P×N, fp32), and the
 // output (C·Bᵀ, the masked decay, two GEMMs). The backward reruns the first two (the states, and ∂L/∂H_c from
 // the outputs' Σ_t exp(s_t)·g_t ⊗ C_t, passed back the same way) and one kernel per chunk computes every gradient
-// from ten GEMMs (∂L/∂Λ_c = exp(Λ_c)·⟨∂L/∂H_{c+1}, H_c⟩ there too, from the tiles it holds). GEMMs run on bf16 operands in shared memory (WMMA 16×16×16, fp32 accumulation), so fp16
-// inputs compute in bf16 too; P and N are padded to multiples of 16 with zeros, the last chunk with zero steps.
+// from ten GEMMs (∂L/∂Λ_c = exp(Λ_c)·⟨∂L/∂H_{c+1}, H_c⟩ there too, from the tiles it holds). GEMMs run on bf16
+// operands in shared memory (WMMA 16×16×16, fp32 accumulation), so fp16 inputs compute in bf16 too; P and N are
+// padded to multiples of 16 with zeros, the last chunk with zero steps.
 #pragma once
 
 #include <cstddef>
