@@ -442,31 +442,47 @@ __global__ void __launch_bounds__(256) ssd_pass_kernel(const SsdChunkedParams p)
   }
 }
 
-/// y = (o + D·x) ⊙ silu(z) for the chunk's valid rows, kW columns at a time.
-template <typename T, int kW>
-__device__ void output_epilogue(const SsdChunkedParams& p, const float* o, int ldo, int b, int h, int t0, int valid) {
+/// The chunk's valid rows from o, the output before D and the gate, kW columns at a time, with y = o + D·x:
+/// the forward's output y ⊙ silu(z) (kGateGradient false), or the backward's dz = dout ⊙ y ⊙ silu'(z) (true).
+template <typename T, int kW, bool kGateGradient>
+__device__ void chunk_epilogue_runs(const SsdChunkedParams& p, const float* o, int ldo, int b, int h, int t0, int valid) {
   const T* x = static_cast<const T*>(p.x);
   const T* z = static_cast<const T*>(p.z);
-  T* y = static_cast<T*>(p.y);
+  const T* dout = static_cast<const T*>(p.dout);
+  T* out = static_cast<T*>(kGateGradient ? p.dz : p.y);
   const float* D = p.D ? p.D + h * p.D_h_stride : nullptr;
-  Run<T, kW> xv[2], zv[2];
+  auto row = [&](const SsdStrides& st, int t) { return b * st.batch + static_cast<int64_t>(t0 + t) * st.time + h * st.head; };
+  Run<T, kW> xv[2], zv[2], dv[2];
   batched_rows<2, kW>(
       valid, p.head_dim,
       [&](int j, int t, int col) {
-        if (D) xv[j].load(x + b * p.x_st.batch + static_cast<int64_t>(t0 + t) * p.x_st.time + h * p.x_st.head + col);
-        if (z) zv[j].load(z + b * p.z_st.batch + static_cast<int64_t>(t0 + t) * p.z_st.time + h * p.z_st.head + col);
+        if (D) xv[j].load(x + row(p.x_st, t) + col);
+        if (z) zv[j].load(z + row(p.z_st, t) + col);
+        if (kGateGradient) dv[j].load(dout + row(p.dout_st, t) + col);
       },
       [&](int j, int t, int col) {
-        Run<T, kW> out;
+        Run<T, kW> r;
 #pragma unroll
         for (int e = 0; e < kW; ++e) {
-          float v = o[t * ldo + col + e];
-          if (D) v += D[(col + e) * p.D_p_stride] * xv[j].v[e];
-          if (z) v *= silu(zv[j].v[e]);
-          out.v[e] = v;
+          float y = o[t * ldo + col + e];
+          if (D) y += D[(col + e) * p.D_p_stride] * xv[j].v[e];
+          if (kGateGradient) {
+            const float zz = zv[j].v[e], sg = sigmoid(zz);
+            r.v[e] = dv[j].v[e] * y * sg * (1.f + zz * (1.f - sg));
+          } else {
+            r.v[e] = z ? y * silu(zv[j].v[e]) : y;
+          }
         }
-        out.store(y + ((static_cast<int64_t>(b) * p.len + t0 + t) * p.heads + h) * p.head_dim + col);
+        r.store(out + ((static_cast<int64_t>(b) * p.len + t0 + t) * p.heads + h) * p.head_dim + col);
       });
+}
+/// chunk_epilogue_runs in runs of 8 where the rows allow (p.rows8), else one element at a time.
+template <typename T, bool kGateGradient>
+__device__ void chunk_epilogue(const SsdChunkedParams& p, const float* o, int ldo, int b, int h, int t0, int valid) {
+  if (p.rows8)
+    chunk_epilogue_runs<T, 8, kGateGradient>(p, o, ldo, b, h, t0, valid);
+  else
+    chunk_epilogue_runs<T, 1, kGateGradient>(p, o, ldo, b, h, t0, valid);
 }
 
 /// Chunk block (ChunkBlock; blockIdx.y = a run of p.output_heads heads of one group) of the output:
@@ -519,42 +535,9 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_output_kernel(const SsdChunke
     __syncthreads();
     gemm<Row, Row, Tri::lower>(m, L.ldq, xs, L.ldp, o, L.fldp, Q, p.pad_p, Q, true);
     __syncthreads();
-    if (p.rows8)
-      output_epilogue<T, 8>(p, o, L.fldp, b, h, t0, valid);
-    else
-      output_epilogue<T, 1>(p, o, L.fldp, b, h, t0, valid);
+    chunk_epilogue<T, false>(p, o, L.fldp, b, h, t0, valid);
     __syncthreads();  // the next head restages x, H, Δ and s and rewrites o
   }
-}
-
-/// With z: dz = dout ⊙ y ⊙ silu'(z), y = o + D·x the output before the gate, kW columns at a time.
-template <typename T, int kW>
-__device__ void gate_gradient(const SsdChunkedParams& p, const float* o, int ldo, int b, int h, int t0, int valid) {
-  const T* x = static_cast<const T*>(p.x);
-  const T* z = static_cast<const T*>(p.z);
-  const T* dout = static_cast<const T*>(p.dout);
-  T* dz = static_cast<T*>(p.dz);
-  const float* D = p.D ? p.D + h * p.D_h_stride : nullptr;
-  auto row = [&](const SsdStrides& st, int t) { return b * st.batch + static_cast<int64_t>(t0 + t) * st.time + h * st.head; };
-  Run<T, kW> xv[2], zv[2], dv[2];
-  batched_rows<2, kW>(
-      valid, p.head_dim,
-      [&](int j, int t, int col) {
-        if (D) xv[j].load(x + row(p.x_st, t) + col);
-        zv[j].load(z + row(p.z_st, t) + col);
-        dv[j].load(dout + row(p.dout_st, t) + col);
-      },
-      [&](int j, int t, int col) {
-        Run<T, kW> out;
-#pragma unroll
-        for (int e = 0; e < kW; ++e) {
-          float y = o[t * ldo + col + e];
-          if (D) y += D[(col + e) * p.D_p_stride] * xv[j].v[e];
-          const float zz = zv[j].v[e], sg = sigmoid(zz);
-          out.v[e] = dv[j].v[e] * y * sg * (1.f + zz * (1.f - sg));
-        }
-        out.store(dz + ((static_cast<int64_t>(b) * p.len + t0 + t) * p.heads + h) * p.head_dim + col);
-      });
 }
 
 /// Chunk block (ChunkBlock) of the backward: every gradient of the chunk's inputs (see the steps).
@@ -675,10 +658,7 @@ __global__ void __launch_bounds__(kBwdThreads) ssd_backward_kernel(const SsdChun
     __syncthreads();
     gemm<Row, Row, Tri::lower>(m, L.ldq, xs, L.ldp, o, L.fldo, Q, pp, Q, true);
     __syncthreads();
-    if (p.rows8)
-      gate_gradient<T, 8>(p, o, L.fldo, b, h, t0, valid);
-    else
-      gate_gradient<T, 1>(p, o, L.fldo, b, h, t0, valid);
+    chunk_epilogue<T, true>(p, o, L.fldo, b, h, t0, valid);
   }
   __syncthreads();
 
