@@ -286,8 +286,10 @@ std::string testing::cuda_layout(const ScanInputs& in) {
   const c10::cuda::CUDAGuard guard(in.u.device());
   const Launch launch({in}, 1.0, default_allocator, ScanLayout{});
   const cuda::ScanPlan& plan = launch.params.plan;
-  const std::string kernels = plan.rows ? "rows" : "lanes";
-  return plan.chunks == 1 ? kernels : kernels + ", " + std::to_string(plan.chunks) + " chunks";
+  std::string layout = plan.rows ? "rows" : "lanes";
+  if (plan.chunks > 1) layout += ", " + std::to_string(plan.chunks) + " chunks";
+  if (plan.rows && plan.row_span < cuda::kRowTile) layout += ", half-tile backward";
+  return layout;
 }
 
 std::string testing::ssd_cuda_path(const SsdInputs& in) {

@@ -34,7 +34,7 @@ constexpr int kBwdTile = 8;     ///< time steps staged per tile in the backward 
 constexpr int kRowThreads = 64; ///< row kernels: channels (threads) per block
 constexpr int kRowTile = 8;     ///< row kernels: time steps per tile
 constexpr int kRowStates = 16;  ///< row kernels: states per thread (the most N they take)
-static_assert(kRowTile == kBwdTile, "the backward's scratch holds one state per kBwdTile steps either way");
+static_assert(kRowTile % 2 == 0, "the row backward may split a tile into two spans");
 
 /// Element strides of a [batch, dim, len] tensor (for delta and ddelta with head_dim > 1: [batch, heads, len]).
 struct Strides {
@@ -107,9 +107,14 @@ struct ScanPlan {
   /// states, for every Mamba-1 shape with N ≤ kRowStates; then lanes = 1, states_per_lane = kRowStates and
   /// channels_per_block = kRowThreads (time chunked by the same rule as the lanes layout).
   bool rows = false;
-  /// Floats of the backward's scratch buffer (tile-start states) for `directions` directions.
+  /// Row kernels: steps of a tile whose states the backward keeps in shared memory at once, and the spacing of
+  /// the states it stores in its scratch buffer: kRowTile, or kRowTile / 2 where that lets the grid fit the GPU in
+  /// one wave (the smaller span takes 6 blocks per SM instead of 4, for twice the scratch).
+  int row_span = kRowTile;
+  /// Floats of the backward's scratch buffer (the states entering every tile, or every span of the row kernels)
+  /// for `directions` directions.
   std::size_t scratch_floats(int directions, int64_t len) const {
-    const int64_t tiles = (len + kBwdTile - 1) / kBwdTile;
+    const int64_t tiles = rows ? (len + kRowTile - 1) / kRowTile * (kRowTile / row_span) : (len + kBwdTile - 1) / kBwdTile;
     return static_cast<std::size_t>(directions) * tiles * blocks * channels_per_block * lanes * states_per_lane;
   }
 };

@@ -216,6 +216,11 @@ ScanPlan plan_scan(const ScanShape& s, int sm_count) {
   const int64_t tiles_per_chunk = (tiles + chunks - 1) / chunks;
   plan.chunk_len = tiles_per_chunk * kFwdTile;
   plan.chunks = static_cast<int>((tiles + tiles_per_chunk - 1) / tiles_per_chunk);
+  // The row backward's shared memory takes 4 blocks per SM, or 6 with half-tile spans: use those only where they
+  // bring the grid into one wave (a larger grid runs as fast with whole tiles and half the scratch).
+  const int64_t grid = plan.blocks * plan.chunks;
+  if (plan.rows && grid > 4 * static_cast<int64_t>(sm_count) && grid <= 6 * static_cast<int64_t>(sm_count))
+    plan.row_span = kRowTile / 2;
   return plan;
 }
 

@@ -45,8 +45,8 @@ __device__ __forceinline__ RowGeometry row_geometry(const ScanParams& p) {
 /// This thread's elements of a [rows][kRowTile] tile (rows divides kRowThreads), threads along the tensor's
 /// unit-stride side: element i is (row r0 + i·dr, step j0 + i·dj), so its offset in a tensor is affine in i.
 struct RowTileMap {
-  int r0, j0, dr, dj;
-  __device__ __forceinline__ RowTileMap(int rows, bool time_fast) {
+  int rows, r0, j0, dr, dj;
+  __device__ __forceinline__ RowTileMap(int rows_, bool time_fast) : rows(rows_) {
     const int e = threadIdx.x;
     if (time_fast) r0 = e / kRowTile, j0 = e % kRowTile, dr = kRowThreads / kRowTile, dj = 0;
     else r0 = e % rows, j0 = e / rows, dr = 0, dj = kRowThreads / rows;
@@ -61,13 +61,19 @@ struct RowTileMap {
 };
 
 /// Calls f(i, row, step, ok) for this thread's kCount elements of a [rows][kRowTile] tile; ok: row < live_rows
-/// and step < steps.
+/// and step < steps. A whole tile (every row live, kRowTile steps) takes a copy of the loop with ok = true, so its
+/// loads and stores go unpredicated and unbranched; only a block's last tile or a partial block pays the checks.
 template <int kCount, typename F>
 __device__ __forceinline__ void for_row_elements(const RowTileMap& m, int live_rows, int steps, F&& f) {
+  if (live_rows >= m.rows && steps == kRowTile) {
 #pragma unroll
-  for (int i = 0; i < kCount; ++i) {
-    const int r = m.r0 + i * m.dr, j = m.j0 + i * m.dj;
-    f(i, r, j, r < live_rows && j < steps);
+    for (int i = 0; i < kCount; ++i) f(i, m.r0 + i * m.dr, m.j0 + i * m.dj, true);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) {
+      const int r = m.r0 + i * m.dr, j = m.j0 + i * m.dj;
+      f(i, r, j, r < live_rows && j < steps);
+    }
   }
 }
 
@@ -82,11 +88,13 @@ struct RowShared {
   alignas(16) float C[kRowTile * kRowStates];
 };
 
-/// The backward's: the states before every step of the tile ([step][quad][channel], conflict-free float4 rows)
-/// and the warps' partial sums of ∂B and ∂C ([warp][step][quad][4 of ∂B, 4 of ∂C]).
+/// The backward's: the states before every step of a span of kSpan steps (plan.row_span: the whole tile, or half
+/// of it so that 6 blocks fit on an SM) as [step][quad][channel] (conflict-free float4 rows), and the warps' partial
+/// sums of ∂B and ∂C ([warp][step][quad][4 of ∂B, 4 of ∂C]).
+template <int kSpan>
 struct RowBackwardShared {
   RowShared in;
-  float4 hist[kRowTile][kQuads][kRowThreads];
+  float4 hist[kSpan][kQuads][kRowThreads];
   float red[kRowThreads / 32][kRowTile][kQuads][8];
 };
 
@@ -116,12 +124,12 @@ struct RowTileRegs {
     if (pdo) pdo += m.first(p.dout_st.channel, p.dout_st.time);
     const int su = m.step(P.u_st.channel, P.u_st.time), sdt = m.step(P.delta_st.channel, P.delta_st.time);
     const int sz = pz ? m.step(P.z_st.channel, P.z_st.time) : 0, sdo = pdo ? m.step(p.dout_st.channel, p.dout_st.time) : 0;
-    for_row_elements<kRowElems>(m, G.nch, steps, [&](int i, int, int, bool ok) {
-      if (ok && w.u) u[i] = pu[i * su];
-      if (ok && w.dt) dt[i] = pdt[i * sdt];
-      if (ok && w.z && pz) z[i] = pz[i * sz];
-      if (ok && w.dout) dout[i] = pdo[i * sdo];
-    });
+    // One pass per tensor, its conditions decided outside the elements' loop.
+    auto each = [&](auto&& f) { for_row_elements<kRowElems>(m, G.nch, steps, f); };
+    if (w.u) each([&](int i, int, int, bool ok) { if (ok) u[i] = pu[i * su]; });
+    if (w.dt) each([&](int i, int, int, bool ok) { if (ok) dt[i] = pdt[i * sdt]; });
+    if (w.z && pz) each([&](int i, int, int, bool ok) { if (ok) z[i] = pz[i * sz]; });
+    if (w.dout) each([&](int i, int, int, bool ok) { if (ok) dout[i] = pdo[i * sdo]; });
     const int N = static_cast<int>(p.shape.dstate);
     const T* pB = static_cast<const T*>(P.B) + at4(P.B_st, G.b, G.g, 0, t0);
     const T* pC = static_cast<const T*>(P.C) + at4(P.C_st, G.b, G.g, 0, t0);
@@ -129,10 +137,9 @@ struct RowTileRegs {
     const int sB = mb.step(P.B_st.state, P.B_st.time), sC = mb.step(P.C_st.state, P.C_st.time);
     pB += mb.first(P.B_st.state, P.B_st.time);
     pC += mb.first(P.C_st.state, P.C_st.time);
-    for_row_elements<kRowBcElems>(mb, N, steps, [&](int i, int, int, bool ok) {
-      if (ok && w.B) B[i] = pB[i * sB];
-      if (ok && w.C) C[i] = pC[i * sC];
-    });
+    auto each_bc = [&](auto&& f) { for_row_elements<kRowBcElems>(mb, N, steps, f); };
+    if (w.B) each_bc([&](int i, int, int, bool ok) { if (ok) B[i] = pB[i * sB]; });
+    if (w.C) each_bc([&](int i, int, int, bool ok) { if (ok) C[i] = pC[i * sC]; });
   }
 
   /// Converts the loaded tile into shared memory: Δ = softplus(delta + bias) (and its derivative), the gate
@@ -140,29 +147,46 @@ struct RowTileRegs {
   __device__ __forceinline__ void commit(const ScanParams& p, const ScanDirection& P, const RowGeometry& G, int64_t t0,
                                          const RowWants& w, bool z_silu, RowShared& s) const {
     const int steps = tile_steps<kRowTile>(p, t0);
-    for_row_elements<kRowElems>(RowTileMap(kRowThreads, time_fast(P.u_st)), G.nch, steps, [&](int i, int c, int j, bool ok) {
-      const int at = c * kRowStride + j;
-      if (w.u) s.u[at] = ok ? to_float(u[i]) : 0.f;
-      if (w.dt) {
-        const float raw = ok ? to_float(dt[i]) + s.bias[c] : 0.f;
-        s.dt[at] = ok ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
-        if (w.dout) s.dsp[at] = ok ? (p.delta_softplus ? sigmoid(raw) : 1.f) : 0.f;
+    auto each = [&](auto&& f) {
+      for_row_elements<kRowElems>(RowTileMap(kRowThreads, time_fast(P.u_st)), G.nch, steps,
+                                  [&](int i, int c, int j, bool ok) { f(i, c * kRowStride + j, c, ok); });
+    };
+    // One pass per array, its conditions decided outside the elements' loop.
+    if (w.u) each([&](int i, int at, int, bool ok) { s.u[at] = ok ? to_float(u[i]) : 0.f; });
+    if (w.dt) {
+      if (p.delta_softplus) {
+        each([&](int i, int at, int c, bool ok) {
+          const float raw = ok ? to_float(dt[i]) + s.bias[c] : 0.f;  // dt[i] was not loaded where !ok
+          s.dt[at] = ok ? softplus(raw) : 0.f;
+          if (w.dout) s.dsp[at] = ok ? sigmoid(raw) : 0.f;
+        });
+      } else {
+        each([&](int i, int at, int c, bool ok) {
+          s.dt[at] = ok ? to_float(dt[i]) + s.bias[c] : 0.f;
+          if (w.dout) s.dsp[at] = ok ? 1.f : 0.f;
+        });
       }
-      if (w.z) {
-        if (P.z) {
+    }
+    if (w.z) {
+      if (P.z && z_silu) {
+        each([&](int i, int at, int, bool ok) {
           const float zz = ok ? to_float(z[i]) : 0.f;
-          s.z[at] = z_silu ? zz * sigmoid(zz) : zz;
-        } else {
-          s.z[at] = z_silu ? 1.f : 0.f;
-        }
+          s.z[at] = zz * sigmoid(zz);
+        });
+      } else if (P.z) {
+        each([&](int i, int at, int, bool ok) { s.z[at] = ok ? to_float(z[i]) : 0.f; });
+      } else {
+        each([&](int, int at, int, bool) { s.z[at] = z_silu ? 1.f : 0.f; });
       }
-      if (w.dout) s.dout[at] = ok ? p.out_scale * to_float(dout[i]) : 0.f;
-    });
+    }
+    if (w.dout) each([&](int i, int at, int, bool ok) { s.dout[at] = ok ? p.out_scale * to_float(dout[i]) : 0.f; });
     const int N = static_cast<int>(p.shape.dstate);
-    for_row_elements<kRowBcElems>(RowTileMap(kRowStates, time_fast(P.B_st)), N, steps, [&](int i, int n, int j, bool ok) {
-      if (w.B) s.B[j * kRowStates + n] = ok ? to_float(B[i]) : 0.f;
-      if (w.C) s.C[j * kRowStates + n] = ok ? to_float(C[i]) : 0.f;
-    });
+    auto each_bc = [&](auto&& f) {
+      for_row_elements<kRowBcElems>(RowTileMap(kRowStates, time_fast(P.B_st)), N, steps,
+                                    [&](int i, int n, int j, bool ok) { f(i, j * kRowStates + n, ok); });
+    };
+    if (w.B) each_bc([&](int i, int at, bool ok) { s.B[at] = ok ? to_float(B[i]) : 0.f; });
+    if (w.C) each_bc([&](int i, int at, bool ok) { s.C[at] = ok ? to_float(C[i]) : 0.f; });
   }
 };
 
@@ -234,17 +258,19 @@ __device__ __forceinline__ float row_step(float (&h)[kRowStates], const float (&
   return acc;
 }
 
-/// Runs this thread's row through the committed tile in the direction's order (rev: steps kRowTile−1 … 0); with
-/// `hist`, stores the state before each step (the jj-th processed) at hist[jj][quad][thread].
+/// Runs this thread's row through the steps jj ∈ [begin, end) of the committed tile, counted in the direction's
+/// order (rev: step j = kRowTile−1−jj); with `hist`, stores the state before each step at
+/// hist[jj − begin][quad][thread].
 __device__ __forceinline__ void advance_tile(float (&h)[kRowStates], const float (&A2)[kRowStates], const RowShared& s,
-                                             int at_c, bool rev, float4 (*hist)[kQuads][kRowThreads]) {
+                                             int at_c, bool rev, int begin, int end,
+                                             float4 (*hist)[kQuads][kRowThreads]) {
 #pragma unroll 2
-  for (int jj = 0; jj < kRowTile; ++jj) {
+  for (int jj = begin; jj < end; ++jj) {
     const int j = rev ? kRowTile - 1 - jj : jj;
     if (hist) {
 #pragma unroll
       for (int q = 0; q < kQuads; ++q)
-        hist[jj][q][threadIdx.x] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+        hist[jj - begin][q][threadIdx.x] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
     }
     const float dt = s.dt[at_c + j];
     row_step<false>(h, A2, dt, dt * s.u[at_c + j], s.B + j * kRowStates, nullptr);
@@ -270,12 +296,16 @@ __device__ __forceinline__ void write_tile(const ScanParams& p, const RowGeometr
   const RowTileMap m(kRowThreads, time_fast(st));
   T* dst = element(base, st, G.b, G.d0, t0) + m.first(st.channel, st.time);
   const int step = m.step(st.channel, st.time);
-  for_row_elements<kRowElems>(m, G.nch, tile_steps<kRowTile>(p, t0), [&](int i, int c, int j, bool ok) {
-    if (!ok) return;
-    float v = scale * src[c * kRowStride + j];
-    if (add) v += to_float(dst[i * step]);
-    dst[i * step] = from_float<T>(v);
-  });
+  const int steps = tile_steps<kRowTile>(p, t0);
+  if (add) {
+    for_row_elements<kRowElems>(m, G.nch, steps, [&](int i, int c, int j, bool ok) {
+      if (ok) dst[i * step] = from_float<T>(fmaf(scale, src[c * kRowStride + j], to_float(dst[i * step])));
+    });
+  } else {
+    for_row_elements<kRowElems>(m, G.nch, steps, [&](int i, int c, int j, bool ok) {
+      if (ok) dst[i * step] = from_float<T>(scale * src[c * kRowStride + j]);
+    });
+  }
 }
 
 /// The state entering the block's chunk in direction P (chunk_state when chunked, else h0), or null for zero.
@@ -373,9 +403,10 @@ __global__ void __launch_bounds__(kRowThreads, 8) row_pass_kernel(ScanParams p) 
 /// memory and swept backwards with the adjoint (the formulas of selective_scan_bwd.cu), starting from the adjoint
 /// entering the chunk from its successors (chunk_grad when chunked, else dfinal); ∂B, ∂C are summed over the warp
 /// (reduce_channels), over the block's warps and over blocks (fp32 atomics).
-template <typename T>
-__global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams p) {
-  __shared__ RowBackwardShared sb;
+template <typename T, int kSpan>
+__global__ void __launch_bounds__(kRowThreads, kSpan == kRowTile ? 4 : 6) row_backward_kernel(ScanParams p) {
+  constexpr int kSpans = kRowTile / kSpan;
+  __shared__ RowBackwardShared<kSpan> sb;
   RowShared& s = sb.in;
   const RowGeometry G = row_geometry(p);
   const RowChunk chunk(p);
@@ -386,12 +417,13 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
     const bool rev = P.reverse;
     RowDirection start(p, P, G, row_entry(p, P, G, chunk), s);
     float(&A2)[kRowStates] = start.A2, (&h)[kRowStates] = start.h;
-    auto slot = [&](int64_t tile) {
-      return reinterpret_cast<float4*>(p.scratch + ((di * all_tiles + tile) * p.plan.blocks + blockIdx.x) *
-                                                       static_cast<int64_t>(kRowThreads * kRowStates)) + threadIdx.x * kQuads;
+    auto slot = [&](int64_t tile, int span) {  // the state entering span `span` (in the scan's order) of `tile`
+      const int64_t at = ((di * all_tiles + tile) * kSpans + span) * p.plan.blocks + blockIdx.x;
+      return reinterpret_cast<float4*>(p.scratch + at * (kRowThreads * kRowStates)) + threadIdx.x * kQuads;
     };
 
-    // Phase 1: the state entering every tile.
+    // Phase 1: the state entering every tile (span), stored and read once with the streaming cache hint so that the
+    // scratch buffer (larger than L2 at Vim's shapes) does not evict the inputs phase 2 reads again.
     RowWants fwd;
     RowTileRegs<T> regs;
     regs.load(p, P, G, chunk.tile(0, rev) * kRowTile, fwd);
@@ -401,10 +433,14 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
       regs.commit(p, P, G, tile * kRowTile, fwd, false, s);
       if (i + 1 < ntiles) regs.load(p, P, G, chunk.tile(i + 1, rev) * kRowTile, fwd);
       __syncthreads();
-      float4* out = slot(tile);
 #pragma unroll
-      for (int q = 0; q < kQuads; ++q) out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-      advance_tile(h, A2, s, at_c, rev, nullptr);
+      for (int span = 0; span < kSpans; ++span) {
+        float4* out = slot(tile, span);
+#pragma unroll
+        for (int q = 0; q < kQuads; ++q)
+          __stcs(out + q, make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]));
+        advance_tile(h, A2, s, at_c, rev, span * kSpan, (span + 1) * kSpan, nullptr);
+      }
     }
 
     // Phase 2: the tiles against the scan's order.
@@ -424,64 +460,69 @@ __global__ void __launch_bounds__(kRowThreads, 4) row_backward_kernel(ScanParams
       __syncthreads();  // the previous tile's flushes are done
       regs.commit(p, P, G, t0, bwd, false, s);
       if (i + 1 < ntiles) regs.load(p, P, G, chunk.tile(i + 1, !rev) * kRowTile, bwd);
-      const float4* entry = slot(tile);
-#pragma unroll
-      for (int qd = 0; qd < kQuads; ++qd) {
-        const float4 v = entry[qd];
-        h[4 * qd] = v.x, h[4 * qd + 1] = v.y, h[4 * qd + 2] = v.z, h[4 * qd + 3] = v.w;
-      }
       __syncthreads();
-      advance_tile(h, A2, s, at_c, rev, sb.hist);  // h_{t−1} of every step of the tile
-      // h is the state after the tile's last step; walking back, the state after step jj is the one before jj+1.
-#pragma unroll 1  // unrolling by 2 measured no faster (H100, Vim-Tiny)
-      for (int jj = kRowTile - 1; jj >= 0; --jj) {
-        const int j = rev ? kRowTile - 1 - jj : jj;
-        const float* Bj = s.B + j * kRowStates;
-        const float* Cj = s.C + j * kRowStates;
-        const float dt = s.dt[at_c + j], uu = s.u[at_c + j], dout = s.dout[at_c + j];
-        float y_pre = row_dot(Cj, h);
-        y_pre = fmaf(start.D, uu, y_pre);
-        float dy = dout, dz = 0.f;
-        if (P.z) {
-          const float zz = s.z[at_c + j], sz = sigmoid(zz);
-          dy = dout * zz * sz;
-          dz = dout * y_pre * sz * (1.f + zz * (1.f - sz));
-        }
-        const float dtu = dt * uu;
-        float du_q[kQuads], adt_q[kQuads];  // per quad: Σ g B, Σ g a h_{t−1} A (A · log2 e, times ln 2 below)
+      // The tile's spans against the scan's order, each rerun from its stored entering state with its states
+      // h_{t−1} into hist.
+      for (int span = kSpans - 1; span >= 0; --span) {
+        const int begin = span * kSpan;
+        const float4* entry = slot(tile, span);
 #pragma unroll
         for (int qd = 0; qd < kQuads; ++qd) {
-          const float4 hp4 = sb.hist[jj][qd][threadIdx.x];
-          const float4 b4 = reinterpret_cast<const float4*>(Bj)[qd];
-          const float4 c4 = reinterpret_cast<const float4*>(Cj)[qd];
-          const float hp[4] = {hp4.x, hp4.y, hp4.z, hp4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
-          const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
-          float v[8];  // this quad's ∂B terms, then its ∂C terms
-          du_q[qd] = adt_q[qd] = 0.f;
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const int n = 4 * qd + k;
-            const float a = exp2_approx(dt * A2[n]);
-            const float g = fmaf(dy, cv[k], q[n]);  // ∂L/∂h_t
-            v[k] = g * dtu;
-            v[4 + k] = dy * h[n];
-            du_q[qd] = fmaf(g, bv[k], du_q[qd]);
-            const float gah = g * a * hp[k];
-            adt_q[qd] = fmaf(gah, A2[n], adt_q[qd]);
-            dA_acc[n] = fmaf(gah, dt, dA_acc[n]);
-            q[n] = a * g;
-            h[n] = hp[k];
-          }
-          reduce_channels<8>(v, 1, 0, &sb.red[warp][j][qd][0]);
+          const float4 v = __ldcs(entry + qd);
+          h[4 * qd] = v.x, h[4 * qd + 1] = v.y, h[4 * qd + 2] = v.z, h[4 * qd + 3] = v.w;
         }
-        const float du_part = (du_q[0] + du_q[1]) + (du_q[2] + du_q[3]);
-        const float adt_part = (adt_q[0] + adt_q[1]) + (adt_q[2] + adt_q[3]);
-        const float ddelta = fmaf(kLn2, adt_part, uu * du_part) * s.dsp[at_c + j];
-        s.u[at_c + j] = fmaf(start.D, dy, dt * du_part);  // ∂u over u
-        s.dt[at_c + j] = ddelta;                     // ∂Δ over Δ
-        s.z[at_c + j] = dz;                          // ∂z over z
-        dD_acc = fmaf(dy, uu, dD_acc);
-        dbias_acc += ddelta;
+        advance_tile(h, A2, s, at_c, rev, begin, begin + kSpan, sb.hist);
+        // h is the state after the span's last step; walking back, the state after step jj is the one before jj+1.
+#pragma unroll 1  // unrolling by 2 measured no faster (H100, Vim-Tiny; with half-tile spans ptxas spills)
+        for (int jj = begin + kSpan - 1; jj >= begin; --jj) {
+          const int j = rev ? kRowTile - 1 - jj : jj;
+          const float* Bj = s.B + j * kRowStates;
+          const float* Cj = s.C + j * kRowStates;
+          const float dt = s.dt[at_c + j], uu = s.u[at_c + j], dout = s.dout[at_c + j];
+          float y_pre = row_dot(Cj, h);
+          y_pre = fmaf(start.D, uu, y_pre);
+          float dy = dout, dz = 0.f;
+          if (P.z) {
+            const float zz = s.z[at_c + j], sz = sigmoid(zz);
+            dy = dout * zz * sz;
+            dz = dout * y_pre * sz * (1.f + zz * (1.f - sz));
+          }
+          const float dtu = dt * uu;
+          float du_q[kQuads], adt_q[kQuads];  // per quad: Σ g B, Σ g a h_{t−1} A (A · log2 e, times ln 2 below)
+#pragma unroll
+          for (int qd = 0; qd < kQuads; ++qd) {
+            const float4 hp4 = sb.hist[jj - begin][qd][threadIdx.x];
+            const float4 b4 = reinterpret_cast<const float4*>(Bj)[qd];
+            const float4 c4 = reinterpret_cast<const float4*>(Cj)[qd];
+            const float hp[4] = {hp4.x, hp4.y, hp4.z, hp4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+            const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
+            float v[8];  // this quad's ∂B terms, then its ∂C terms
+            du_q[qd] = adt_q[qd] = 0.f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int n = 4 * qd + k;
+              const float a = exp2_approx(dt * A2[n]);
+              const float g = fmaf(dy, cv[k], q[n]);  // ∂L/∂h_t
+              v[k] = g * dtu;
+              v[4 + k] = dy * h[n];
+              du_q[qd] = fmaf(g, bv[k], du_q[qd]);
+              q[n] = a * g;
+              const float gah = q[n] * hp[k];
+              adt_q[qd] = fmaf(gah, A2[n], adt_q[qd]);
+              dA_acc[n] = fmaf(gah, dt, dA_acc[n]);
+              h[n] = hp[k];
+            }
+            reduce_channels<8>(v, 1, 0, &sb.red[warp][j][qd][0]);
+          }
+          const float du_part = (du_q[0] + du_q[1]) + (du_q[2] + du_q[3]);
+          const float adt_part = (adt_q[0] + adt_q[1]) + (adt_q[2] + adt_q[3]);
+          const float ddelta = fmaf(kLn2, adt_part, uu * du_part) * s.dsp[at_c + j];
+          s.u[at_c + j] = fmaf(start.D, dy, dt * du_part);  // ∂u over u
+          s.dt[at_c + j] = ddelta;                           // ∂Δ over Δ
+          s.z[at_c + j] = dz;                                // ∂z over z
+          dD_acc = fmaf(dy, uu, dD_acc);
+          dbias_acc += ddelta;
+        }
       }
       __syncthreads();
       write_tile(p, G, t0, static_cast<T*>(P.du), P.du_st, s.u, 1.f, false);
@@ -537,7 +578,8 @@ cudaError_t launch_rows(const ScanParams& p, bool backward, bool have_chunk_stat
     if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
     if (const cudaError_t err = launch_combine(p, true, stream); err != cudaSuccess) return err;
   }
-  row_backward_kernel<T><<<grid, kRowThreads, 0, stream>>>(p);
+  if (p.plan.row_span == kRowTile) row_backward_kernel<T, kRowTile><<<grid, kRowThreads, 0, stream>>>(p);
+  else row_backward_kernel<T, kRowTile / 2><<<grid, kRowThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -46,7 +46,7 @@ const std::vector<GpuCase> kGpuCases = {
     {"l7_n1_no_options", 2, 3, 7, 1, 0, false, false, false, false, false, false},
     {"n5_two_lanes_l100", 2, 9, 100, 5, 0, true, true, true, true, false, false},
     {"vim_like_d97_l197_n16", 16, 97, 197, 16, 0, true, true, true, true, false, false, false, "rows, 3 chunks"},
-    {"batch128_d40_l50_n16", 128, 40, 50, 16, 0, true, true, true, true, true, false},
+    {"batch128_d40_l50_n16", 128, 40, 50, 16, 0, true, true, true, true, true, false, false, "rows"},  // 128 blocks: whole tiles
     {"grouped_g3_l1000_n64", 2, 12, 1000, 64, 3, true, true, true, true, true, false},
     {"l2048_n128_32_lanes", 1, 6, 2048, 128, 0, true, true, false, true, false, false},
     {"n256_8_states_per_lane_g3", 2, 3, 33, 256, 3, true, true, true, true, true, false},
@@ -55,17 +55,22 @@ const std::vector<GpuCase> kGpuCases = {
     {"bi_l1_n3", 2, 4, 1, 3, 0, true, true, true, true, true, true},
     {"bi_vim_like_d70_l197", 8, 70, 197, 16, 0, true, true, true, true, false, true},
     {"bi_chunked_grouped_l4100", 1, 8, 4100, 16, 2, true, true, true, true, true, true, false, "rows, 52 chunks"},
-    {"vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, false, true, "rows"},
-    {"bi_vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, true, true, "rows"},
+    {"vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, false, true, "rows, half-tile backward"},
+    {"bi_vim_tiny_b128_d384_l197_n16", 128, 384, 197, 16, 0, true, true, true, true, false, true, true, "rows, half-tile backward"},
     // The row kernels in every dtype (B·D = 38400 rows fill ≤ 150 SMs unchunked): N < 16 padded, 100 channels per
-    // group (a full and a partial block of 64), L = 37 (a partial 8-step tile), initial states.
-    {"rows_b128_d300_l37_n5_g3_h0", 128, 300, 37, 5, 3, true, true, true, true, true, false, false, "rows"},
-    {"bi_rows_b128_d300_l37_n16_h0", 128, 300, 37, 16, 0, true, true, true, true, true, true, false, "rows"},
-    {"rows_no_options_b128_d300_l9_n1", 128, 300, 9, 1, 0, false, false, false, false, false, false, false, "rows"},
+    // group (a full and a partial block of 64), L = 37 (a partial 8-step tile), initial states. Vim-Tiny's and these
+    // grids (640 to 768 blocks) take the backward in half-tile spans (6 blocks per SM: one wave on 132 SMs).
+    {"rows_b128_d300_l37_n5_g3_h0", 128, 300, 37, 5, 3, true, true, true, true, true, false, false, "rows, half-tile backward"},
+    {"bi_rows_b128_d300_l37_n16_h0", 128, 300, 37, 16, 0, true, true, true, true, true, true, false, "rows, half-tile backward"},
+    {"rows_no_options_b128_d300_l9_n1", 128, 300, 9, 1, 0, false, false, false, false, false, false, false, "rows, half-tile backward"},
     // The row kernels over time chunks (few rows, long L: the language-model shapes): 200 channels (3 full blocks
     // and 8 rows), 32 chunks of 64 steps (the fewest steps a chunk takes), initial states, one and both directions.
     {"rows_chunked_b2_d200_l2048_n16_h0", 2, 200, 2048, 16, 0, true, true, true, true, true, false, false, "rows, 32 chunks"},
     {"bi_rows_chunked_b2_d200_l2048_n12_h0", 2, 200, 2048, 12, 0, true, true, true, true, true, true, false, "rows, 32 chunks"},
+    // Time chunks with half-tile spans: 40 channel blocks × 16 chunks = 640 blocks on 132 SMs, grouped B/C, a partial
+    // last tile, initial states.
+    {"rows_chunked_half_tile_b4_d640_l1020_g2_h0", 4, 640, 1020, 16, 2, true, true, true, true, true, false, true,
+     "rows, 16 chunks, half-tile backward"},
 };
 
 ScanInputs make_inputs(const GpuCase& c, at::ScalarType dtype, uint64_t seed) {
