@@ -19,7 +19,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/optim/adamw.h>
 
@@ -37,6 +36,7 @@
 #include "cab/train/autocast.h"
 #include "cab/train/device_memory.h"
 #include "cab/train/distributed.h"
+#include "cab/train/optim.h"
 
 namespace po = boost::program_options;
 using cab::plugin::Kind;
@@ -154,6 +154,7 @@ Result run_case(const Setup& s, const std::string& method_name, bool bf16) {
         for (const auto& p : m->parameters())
           if (p.requires_grad()) params.push_back(p);
     torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(5e-4).weight_decay(0.05));
+    cab::train::FusedAdamW fused_adamw;  // the trainer's step: multi-tensor kernels over the optimizer's state
     // Data-parallel: rank 0's weights, gradients averaged. Unlike the trainer, which skips it for one process,
     // this also runs the machinery with WORLD_SIZE=1, so that its cost on one GPU can be measured.
     std::unique_ptr<cab::train::GradientSync> sync;
@@ -175,8 +176,8 @@ Result run_case(const Setup& s, const std::string& method_name, bool bf16) {
       r.loss = loss.total.item<double>();  // a device sync, as in the trainer
       if (!loss.backpropagated) loss.total.backward();
       if (sync) sync->finish();
-      torch::nn::utils::clip_grad_norm_(params, 1.0);
-      optimizer.step();
+      cab::train::clip_grad_norm(params, 1.0);
+      fused_adamw.step(optimizer);
       return loss;
     };
     cab::train::reset_peak_memory();

@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -34,6 +33,7 @@
 #include "cab/train/autocast.h"
 #include "cab/train/device_memory.h"
 #include "cab/train/distributed.h"
+#include "cab/train/optim.h"
 
 namespace cab::train {
 
@@ -418,6 +418,7 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
   groups.emplace_back(with_decay, adamw(config.train.number("weight_decay")));
   groups.emplace_back(without_decay, adamw(0.0));
   torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(lr));
+  FusedAdamW fused_adamw;  // steps `optimizer` through multi-tensor kernels (its state stays the optimizer's)
   const double clip = config.train.number("grad_clip");
   const double ema_decay = config.train.number("ema_decay");
   std::vector<at::Tensor> ema;
@@ -568,8 +569,8 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
     if (!loss.backpropagated) loss.total.backward();
     if (sync) sync->finish();
     double grad_norm = -1;
-    if (clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(params, clip);
-    optimizer.step();
+    if (clip > 0) grad_norm = clip_grad_norm(params, clip);
+    fused_adamw.step(optimizer);
     if (!ema.empty()) {
       at::NoGradGuard no_grad;
       for (std::size_t i = 0; i < params.size(); ++i) ema[i].mul_(ema_decay).add_(params[i].detach(), 1.0 - ema_decay);
