@@ -170,6 +170,21 @@ TEST_F(VimTest, EachDirectionIsTheMamba1BranchOnItsTokenOrder) {
   }
   // The directions differ: the backward taps are not the forward ones reversed (own parameters, reversed input).
   EXPECT_GT(max_diff(out.taps.at({"B", 1, Direction::backward}), out.taps.at({"B", 1}).flip(1)), 1e-3);
+  // Without a tap of the scan output the layer runs both directions in natural token order through the fused
+  // scan (an anti-causal conv for the backward one); with it, each direction apart on its own token order. Both
+  // give the layer above, and the scan-output taps are each direction's gated output.
+  cab::TapRequest with_y = every_tap(1);
+  with_y.add("y", {1});
+  const auto apart = model->forward(at::randn({2, 1, 28, 28}, at::kDouble), with_y);
+  const at::Tensor h2 = apart.taps.at({"hidden_in", 1});
+  const auto [x2, z2] = cab::test::mamba1_in_proj(p, "layers.1.", h2);
+  const auto fwd2 = cab::test::mamba1_branch(p, "layers.1.mixer.", "", x2, z2, kState);
+  const auto bwd2 = cab::test::mamba1_branch(p, "layers.1.mixer.", "_b", x2.flip(2), z2.flip(2), kState);
+  EXPECT_LE(max_diff(apart.taps.at({"hidden_out", 1}), cab::test::mamba1_out(p, "layers.1.", h2, (fwd2.y + bwd2.y.flip(2)) / 2)),
+            1e-10);
+  EXPECT_LE(max_diff(apart.taps.at({"y", 1, Direction::forward}), fwd2.y.transpose(1, 2)), 1e-12);
+  EXPECT_LE(max_diff(apart.taps.at({"y", 1, Direction::backward}), bwd2.y.transpose(1, 2)), 1e-12);
+  EXPECT_LE(max_diff(apart.taps.at({"B", 1, Direction::backward}), bwd2.B), 1e-12);
 }
 
 TEST_F(VimTest, MixingMatrixTimesXIsEachScanBeforeTheGate) {

@@ -11,6 +11,7 @@
 #include <cab/config/section.h>
 #include <cab/io/json_file.h>
 #include <cab/io/safetensors.h>
+#include <cab/kernels/conv.h>
 #include <cab/kernels/scan.h>
 #include <cab/util/error.h>
 
@@ -140,11 +141,15 @@ void SsmBranch::reset_parameters() {
 at::Tensor SsmBranch::B_rows() const { return x_proj->weight.narrow(0, c_.rank(), c_.d_state); }
 at::Tensor SsmBranch::C_rows() const { return x_proj->weight.narrow(0, c_.rank() + c_.d_state, c_.d_state); }
 
-at::Tensor SsmBranch::forward(const at::Tensor& x, const at::Tensor& z, const cab::TapRequest& taps, int layer,
-                              cab::Direction direction, cab::Taps& out) {
-  const int64_t L = x.size(2), n = c_.d_state, r = c_.rank();
-  const at::Tensor u = at::silu(conv1d->forward(x).narrow(2, 0, L));  // [b, d_inner, L]
-  const at::Tensor proj = x_proj->forward(u.transpose(1, 2));         // [b, L, r + 2N]
+cab::kernels::ScanInputs SsmBranch::inputs(const at::Tensor& x, const at::Tensor& z, bool reversed,
+                                           const cab::TapRequest& taps, int layer, cab::Direction direction,
+                                           cab::Taps& out) {
+  const int64_t n = c_.d_state, r = c_.rank();
+  // silu(conv1d(x)): the causal conv over the reversed sequence, read in natural order, is the anti-causal conv
+  // with the kernel reversed. On CUDA one kernel reads x's view in place and writes u token-major, so x_proj's
+  // input below is contiguous.
+  const at::Tensor u = cab::kernels::causal_conv1d(x, conv1d->weight, conv1d->bias, reversed, true);  // [b, d_inner, L]
+  const at::Tensor proj = x_proj->forward(u.transpose(1, 2));  // [b, L, r + 2N]
   const at::Tensor dt = proj.narrow(2, 0, r), B = proj.narrow(2, r, n), C = proj.narrow(2, r + n, n);
   cab::kernels::ScanInputs in;
   in.u = u;
@@ -155,17 +160,25 @@ at::Tensor SsmBranch::forward(const at::Tensor& x, const at::Tensor& z, const ca
   in.D_skip = at_least_fp32(D);
   in.z = z;
   in.delta_softplus = true;
-  // Taps are built lazily: the mixing matrix is [b, d_inner, L, L], Δ after softplus is a fresh tensor.
+  // Taps are built lazily (the mixing matrix is [b, d_inner, L, L], Δ after softplus is a fresh tensor), in this
+  // direction's token order: reversed inputs are flipped back along the tokens.
   auto put = [&](std::string_view name, auto&& make) {
     if (taps.wants(name, layer)) out.put({std::string(name), layer, direction}, make());
   };
-  put(cab::tap::kX, [&] { return u.transpose(1, 2); });
-  put(cab::tap::kB, [&] { return B; });
-  put(cab::tap::kC, [&] { return C; });
-  put(cab::tap::kDelta, [&] { return at::softplus(in.delta).transpose(1, 2); });
-  put(cab::tap::kMixing, [&] { return cab::kernels::mixing_matrix(in); });
-  at::Tensor y = cab::kernels::scan(in).y;  // [b, d_inner, L]
-  put(cab::tap::kScanOutput, [&] { return y.transpose(1, 2); });
+  auto order = [&](const at::Tensor& tokens_first) { return reversed ? tokens_first.flip(1) : tokens_first; };
+  put(cab::tap::kX, [&] { return order(u.transpose(1, 2)); });
+  put(cab::tap::kB, [&] { return order(B); });
+  put(cab::tap::kC, [&] { return order(C); });
+  put(cab::tap::kDelta, [&] { return order(at::softplus(in.delta).transpose(1, 2)); });
+  put(cab::tap::kMixing, [&] { return cab::kernels::mixing_matrix(reversed ? cab::kernels::time_flipped(in) : in); });
+  return in;
+}
+
+at::Tensor SsmBranch::forward(const at::Tensor& x, const at::Tensor& z, const cab::TapRequest& taps, int layer,
+                              cab::Direction direction, cab::Taps& out) {
+  at::Tensor y = cab::kernels::scan(inputs(x, z, false, taps, layer, direction, out)).y;  // [b, d_inner, L]
+  if (taps.wants(cab::tap::kScanOutput, layer))
+    out.put({std::string(cab::tap::kScanOutput), layer, direction}, y.transpose(1, 2));
   return y;
 }
 
@@ -192,7 +205,16 @@ std::vector<SsmBranch*> MixerImpl::branches() {
 
 at::Tensor MixerImpl::forward(const at::Tensor& x, const cab::TapRequest& taps, int layer, cab::Taps& out) {
   const auto xz = in_proj->forward(x).transpose(1, 2).chunk(2, 1);  // x, z: [b, d_inner, L]
-  at::Tensor y = fwd.forward(xz[0], xz[1], taps, layer, cab::Direction::forward, out);
+  at::Tensor y;
+  if (c_.bidirectional && !taps.wants(cab::tap::kScanOutput, layer)) {
+    // Both directions in natural token order, the backward one scanned last to first by the fused op: no flipped
+    // copies of x, z or y. (A tap of one direction's scan output needs the directions apart: the branch below.)
+    const cab::kernels::ScanInputs in_f = fwd.inputs(xz[0], xz[1], false, taps, layer, cab::Direction::forward, out);
+    const cab::kernels::ScanInputs in_b = bwd.inputs(xz[0], xz[1], true, taps, layer, cab::Direction::backward, out);
+    y = cab::kernels::bidirectional_scan(in_f, in_b, 0.5).y;
+    return out_proj->forward(y.transpose(1, 2).to(x.scalar_type()));
+  }
+  y = fwd.forward(xz[0], xz[1], taps, layer, cab::Direction::forward, out);
   if (c_.bidirectional) {
     // Vim (bimamba v2): the backward scan reads the tokens last to first, x and z alike, and its output is
     // flipped back before the two directions are averaged (if_divide_out).

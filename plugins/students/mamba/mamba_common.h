@@ -27,6 +27,7 @@
 #include <vector>
 
 #include <cab/config/section.h>
+#include <cab/kernels/selective_scan.h>
 #include <cab/plugin/model.h>
 #include <cab/plugin/taps.h>
 
@@ -111,6 +112,13 @@ class SsmBranch {
   /// `direction`, in this direction's token order.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& z, const cab::TapRequest& taps, int layer,
                      cab::Direction direction, cab::Taps& out);
+
+  /// The scan inputs of this branch from x, z ([b, d_inner, L]) in natural token order; `reversed`: the branch
+  /// reads the tokens last to first (Vim's backward direction), its causal conv becoming an anti-causal one, and the
+  /// inputs stay in natural order for a reverse-time scan. Puts the requested taps of forward() except the scan
+  /// output, in this direction's token order.
+  cab::kernels::ScanInputs inputs(const at::Tensor& x, const at::Tensor& z, bool reversed, const cab::TapRequest& taps,
+                                  int layer, cab::Direction direction, cab::Taps& out);
 
   /// The rows of x_proj's weight that produce B and C ([N, d_inner] views, for copying into).
   at::Tensor B_rows() const;
