@@ -2,6 +2,8 @@
 // (both from the Hugging Face parity fixtures, vocabulary 96). Each loss is checked against its formula.
 #include <gtest/gtest.h>
 
+#include <torch/autograd.h>
+
 #include <ATen/ATen.h>
 
 #include "cab/config/section.h"
@@ -104,19 +106,35 @@ TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
     const auto t = teacher_->forward(batch_.inputs, align->teacher_taps());
     const auto loss = align->loss(s.taps, t.taps);
     // By hand: 2 student layers ↔ 2 teacher layers (proportional), bridges phi_B_l / phi_C_l.
-    at::NoGradGuard no_grad;
-    double want = 0;
+    at::Tensor want;
     for (int l = 0; l < 2; ++l) {
       auto children = align->named_children();
       auto phi_b = std::dynamic_pointer_cast<cab::Bridge>(children["phi_B_" + std::to_string(l)]);
       auto phi_c = std::dynamic_pointer_cast<cab::Bridge>(children["phi_C_" + std::to_string(l)]);
       ASSERT_TRUE(phi_b && phi_c);
-      at::Tensor k = t.taps.at({"k", l}), q = t.taps.at({"q", l});
+      at::Tensor k = t.taps.at({"k", l}).detach(), q = t.taps.at({"q", l}).detach();
       if (kernel == "softmax") k = at::softmax(k, 1), q = at::softmax(q, -1);
-      want += at::mse_loss(phi_b->forward(s.taps.at({"B", l})), k).item<double>() +
-              at::mse_loss(phi_c->forward(s.taps.at({"C", l})), q).item<double>();
+      const at::Tensor pair = at::mse_loss(phi_b->forward(s.taps.at({"B", l})), k) +
+                              at::mse_loss(phi_c->forward(s.taps.at({"C", l})), q);
+      want = want.defined() ? want + pair : pair;
     }
-    EXPECT_NEAR(loss.total.item<double>(), want / 2, 1e-6) << kernel << ", CAB_BRIDGE_GROUP=" << group;
+    want = want / 2;
+    EXPECT_NEAR(loss.total.item<double>(), want.item<double>(), 1e-6) << kernel << ", CAB_BRIDGE_GROUP=" << group;
+    // And its gradients: the bridges' weights and the student's B/C projections (align_grad_to_student).
+    std::vector<at::Tensor> wrt = align->parameters();
+    for (const auto& p : student_->parameters())
+      if (p.requires_grad()) wrt.push_back(p);
+    const auto got_g = torch::autograd::grad({loss.total}, wrt, {}, true, false, true);
+    const auto want_g = torch::autograd::grad({want}, wrt, {}, true, false, true);
+    int compared = 0;
+    for (std::size_t i = 0; i < wrt.size(); ++i) {
+      ASSERT_EQ(got_g[i].defined(), want_g[i].defined()) << "parameter " << i;
+      if (!want_g[i].defined()) continue;
+      EXPECT_LE((got_g[i] - want_g[i]).abs().max().item<double>(), 1e-6 * (1 + want_g[i].abs().max().item<double>()))
+          << "parameter " << i << ", " << kernel << ", CAB_BRIDGE_GROUP=" << group;
+      ++compared;
+    }
+    EXPECT_GT(compared, static_cast<int>(align->parameters().size()));  // the student's projections got gradients too
     EXPECT_TRUE(loss.terms.count("B") && loss.terms.count("C"));
   }
   ::setenv("CAB_BRIDGE_GROUP", "0", 1);
