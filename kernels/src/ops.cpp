@@ -2,12 +2,13 @@
 // forward, the analytic backward of scan_cpu_autograd.cpp) and the autograd kernels, which make the forward ops
 // differentiable on every device (CUDA implementations: cuda/selective_scan_cuda.cpp).
 // Loadable from Python: torch.ops.load_library("libcab_kernels.so"); torch.ops.cab.selective_scan_fwd(...),
-// torch.ops.cab.ssd_scan_fwd(...)
+// torch.ops.cab.ssd_scan_fwd(...), torch.ops.cab.causal_conv1d(...)
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "cab/kernels/conv.h"
 #include "cab/kernels/scan.h"
 #include "cab/kernels/ssd.h"
 #include "scan_ops.h"
@@ -277,6 +278,16 @@ TORCH_LIBRARY(cab, m) {
       "ssd_scan_bwd(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? dt_bias, "
       "bool dt_softplus, Tensor? initial_state, Tensor grad_y, Tensor? grad_final_state) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Mamba's depthwise causal conv1d (cab/kernels/conv.h): x [batch, dim, L], weight [dim, 1, K] or [dim, K] (K ≤ 8),
+  // bias [dim]; `reverse`: the conv over the time-reversed sequence, in natural order; `silu`: silu applied.
+  m.def("causal_conv1d(Tensor x, Tensor weight, Tensor? bias=None, bool reverse=False, bool silu=True) -> Tensor");
+}
+
+// causal_conv1d picks its device itself (LibTorch's conv1d on the CPU, cab's kernels under an autograd function on
+// CUDA), so one composite kernel serves every device and autograd records what it calls.
+TORCH_LIBRARY_IMPL(cab, CompositeImplicitAutograd, m) {
+  m.impl("causal_conv1d", [](const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias, bool reverse,
+                             bool silu) { return causal_conv1d(x, weight, bias.value_or(at::Tensor()), reverse, silu); });
 }
 
 TORCH_LIBRARY_IMPL(cab, CPU, m) {

@@ -1,6 +1,6 @@
 """cab's kernels from Python: torch.ops.load_library + torch.ops.cab.selective_scan_fwd (forward and, through the
-op's autograd kernel, backward), torch.ops.cab.bi_selective_scan_fwd and Mamba-2's torch.ops.cab.ssd_scan_fwd
-against plain loops.
+op's autograd kernel, backward), torch.ops.cab.bi_selective_scan_fwd, Mamba-2's torch.ops.cab.ssd_scan_fwd and
+torch.ops.cab.causal_conv1d against plain loops.
 
 Usage: python3 python_ops_test.py path/to/libcab_kernels.so   (exit code 0 = passed; CUDA cases need a GPU)
 """
@@ -102,6 +102,36 @@ def check_ssd(device):
     return err_y, max(relative(ours[k].grad, refs[k].grad) for k in names)
 
 
+def loop_conv(x, weight, bias, reverse, silu):
+    """The depthwise causal conv1d as its sum, in float64: out[b, c, t] = bias[c] + sum_k w[c, k] x[b, c, t - (K-1) + k]
+    (reverse: x[b, c, t + (K-1) - k]), zero outside the sequence, then silu."""
+    x, weight, bias = (t.double().cpu() for t in (x, weight, bias))
+    length, width = x.shape[2], weight.shape[-1]
+    w = weight.reshape(weight.shape[0], width)
+    out = bias[None, :, None].expand(x.shape[0], -1, length).clone()
+    for t in range(length):
+        for k in range(width):
+            s = t + (width - 1) - k if reverse else t - (width - 1) + k
+            if 0 <= s < length:
+                out[:, :, t] = out[:, :, t] + w[None, :, k] * x[:, :, s]
+    return torch.nn.functional.silu(out) if silu else out
+
+
+def check_conv(device, reverse, silu):
+    """causal_conv1d and the gradients of x, weight and bias vs autograd through the float64 loop (fp32, 1e-5)."""
+    torch.manual_seed(3)
+    batch, dim, length, width = 2, 5, 9, 4
+    args = dict(x=torch.randn(batch, dim, length), weight=torch.randn(dim, 1, width), bias=torch.randn(dim))
+    ours = {k: v.detach().to(device).requires_grad_(True) for k, v in args.items()}
+    refs = {k: v.detach().double().requires_grad_(True) for k, v in args.items()}
+    y = torch.ops.cab.causal_conv1d(ours["x"], ours["weight"], ours["bias"], reverse, silu)
+    y_ref = loop_conv(**refs, reverse=reverse, silu=silu)
+    w = torch.randn(y_ref.shape)
+    (y * w.to(device)).sum().backward()
+    (y_ref * w.double()).sum().backward()
+    return relative(y, y_ref.detach()), max(relative(ours[k].grad, refs[k].grad) for k in args)
+
+
 def main():
     torch.ops.load_library(sys.argv[1])
     torch.manual_seed(0)
@@ -137,6 +167,15 @@ def main():
         failures += not ok
         checks += 1
         print(f"{device}, ssd: max relative error y/state {err_y:.2e}, gradients {err_grad:.2e}: {'ok' if ok else 'FAILED'}")
+    for device in devices:
+        for reverse in (False, True):
+            for silu in (True, False):
+                err_y, err_grad = check_conv(device, reverse, silu)
+                ok = err_y < 1e-5 and err_grad < 1e-5
+                failures += not ok
+                checks += 1
+                print(f"{device}, causal_conv1d reverse={reverse} silu={silu}: max relative error y {err_y:.2e}, "
+                      f"gradients {err_grad:.2e}: {'ok' if ok else 'FAILED'}")
     if not torch.cuda.is_available():
         print("cuda: skipped (no CUDA device)")
     print(f"{checks - failures} passed, {failures} failed")
