@@ -527,6 +527,10 @@ class Host {
       std::string line = fmt::format("{}/{} finished, {} failed, {} running", outcome_.finished + already_done(),
                                      total_, outcome_.failed, active_.size());
       for (const auto& a : active_) {
+        if (a.last_step < 0) {  // no step recorded yet: no loss to show (NaN would read as a diverged run)
+          line += fmt::format(" | run {}: starting", a.run.id);
+          continue;
+        }
         const double rate = a.last_wall > 0 ? (a.last_step + 1) / a.last_wall : 0;
         line += fmt::format(" | run {}: step {} loss {:.4g} {:.1f} steps/s", a.run.id, a.last_step + 1, a.last_loss, rate);
         auto total = a.provenance.find("total_steps");
