@@ -212,14 +212,14 @@ at::Tensor MixerImpl::forward(const at::Tensor& x, const cab::TapRequest& taps, 
     const cab::kernels::ScanInputs in_f = fwd.inputs(xz[0], xz[1], false, taps, layer, cab::Direction::forward, out);
     const cab::kernels::ScanInputs in_b = bwd.inputs(xz[0], xz[1], true, taps, layer, cab::Direction::backward, out);
     y = cab::kernels::bidirectional_scan(in_f, in_b, 0.5).y;
-    return out_proj->forward(y.transpose(1, 2).to(x.scalar_type()));
-  }
-  y = fwd.forward(xz[0], xz[1], taps, layer, cab::Direction::forward, out);
-  if (c_.bidirectional) {
-    // Vim (bimamba v2): the backward scan reads the tokens last to first, x and z alike, and its output is
-    // flipped back before the two directions are averaged (if_divide_out).
-    const at::Tensor y_b = bwd.forward(xz[0].flip(2), xz[1].flip(2), taps, layer, cab::Direction::backward, out);
-    y = (y + y_b.flip(2)) / 2;
+  } else {
+    y = fwd.forward(xz[0], xz[1], taps, layer, cab::Direction::forward, out);
+    if (c_.bidirectional) {
+      // Vim (bimamba v2): the backward scan reads the tokens last to first, x and z alike, and its output is
+      // flipped back before the two directions are averaged (if_divide_out).
+      const at::Tensor y_b = bwd.forward(xz[0].flip(2), xz[1].flip(2), taps, layer, cab::Direction::backward, out);
+      y = (y + y_b.flip(2)) / 2;
+    }
   }
   return out_proj->forward(y.transpose(1, 2).to(x.scalar_type()));
 }
