@@ -90,7 +90,9 @@ TEST_F(BridgesTest, MlpGroupIsBatchedAndMatchesEachBridgeAlone) {
       for (const auto& p : b->parameters()) grads.push_back(p.grad().clone());
     return std::pair{y.detach(), grads};
   };
-  for (const auto& bridges : {owned, std::vector<std::shared_ptr<cab::Bridge>>{owned[0], make("linear", 6, 20), owned[2]}}) {
+  const std::vector<std::shared_ptr<cab::Bridge>> linears = {make("linear", 6, 20), make("linear", 6, 20)},
+                                                 mixed = {owned[0], make("linear", 6, 20), owned[2]};
+  for (const auto& bridges : {owned, linears, mixed}) {
     const auto [want, want_grads] = run(bridges, false);
     const auto [got, got_grads] = run(bridges, true);
     EXPECT_EQ(got.sizes(), (at::IntArrayRef{static_cast<int64_t>(bridges.size()), 2, 7, 20}));
@@ -99,6 +101,21 @@ TEST_F(BridgesTest, MlpGroupIsBatchedAndMatchesEachBridgeAlone) {
     for (std::size_t i = 0; i < got_grads.size(); ++i)
       EXPECT_LT((got_grads[i] - want_grads[i]).abs().max().item<double>(), 1e-4 * (1 + want_grads[i].abs().max().item<double>()))
           << "gradient " << i;
+  }
+  // Uniform groups are affine maps of features (hidden activations for MLPs, the input for linear bridges) that
+  // give the same outputs; a mixed group is not.
+  const at::Tensor x = at::randn({2, 5, 6});
+  using Bridges = std::vector<std::shared_ptr<cab::Bridge>>;
+  for (const Bridges* bridges : std::initializer_list<const Bridges*>{&owned, &linears, &mixed}) {
+    std::vector<cab::Bridge*> group;
+    for (std::size_t p = 0; p < 2; ++p) group.push_back((*bridges)[p].get());
+    const auto affine = group.front()->affine_group(group, x);
+    ASSERT_EQ(affine.has_value(), bridges != &mixed);
+    if (!affine) continue;
+    EXPECT_EQ(affine->features.size(-1), bridges == &owned ? 24 : 6);
+    EXPECT_EQ(affine->weight.sizes(), (at::IntArrayRef{2, 20, affine->features.size(-1)}));
+    EXPECT_LT((cab::Bridge::affine_output(*affine) - group.front()->forward_group(group, x)).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((cab::Bridge::affine_output(*affine)[1] - group[1]->forward(x[1])).abs().max().item<double>(), 1e-5);
   }
   // Batched means one GEMM per linear layer for all three: the bridges still differ (their own weights).
   EXPECT_GT((run(owned, true).first[0] - run(owned, true).first[1]).abs().max().item<double>(), 1e-3);

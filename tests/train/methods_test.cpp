@@ -3,6 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <torch/autograd.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
 
 #include <ATen/ATen.h>
 
@@ -10,6 +15,7 @@
 #include "cab/io/safetensors.h"
 #include "cab/plugin/objective.h"
 #include "cab/plugin/registry.h"
+#include "cab/train/autocast.h"
 #include "test_support.h"
 
 using cab::plugin::Kind;
@@ -97,11 +103,14 @@ TEST_F(MethodsTest, VanillaNeedsNoTeacherAndTrainTeacherTrainsIt) {
 
 TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
   for (const std::string kernel : {"none", "softmax"})
+  for (const char* form : {"", "direct"})  // the Gram form (the default, for "none") or the bridges' outputs
   for (const char* group : {"1", ""}) {  // the bridges one by one, or (by default) all in one batched group
     ::setenv("CAB_BRIDGE_GROUP", group, 1);
+    ::setenv("CAB_ALIGN_FORM", form, 1);
     cab::config::Section o;
     o.set("target_kernel", kernel);
     auto align = alignment(o);
+    ::unsetenv("CAB_ALIGN_FORM");
     const auto s = student_->forward(batch_.inputs, align->student_taps());
     const auto t = teacher_->forward(batch_.inputs, align->teacher_taps());
     const auto loss = align->loss(s.taps, t.taps);
@@ -119,7 +128,8 @@ TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
       want = want.defined() ? want + pair : pair;
     }
     want = want / 2;
-    EXPECT_NEAR(loss.total.item<double>(), want.item<double>(), 1e-6) << kernel << ", CAB_BRIDGE_GROUP=" << group;
+    EXPECT_NEAR(loss.total.item<double>(), want.item<double>(), 1e-6)
+        << kernel << ", CAB_ALIGN_FORM=" << form << ", CAB_BRIDGE_GROUP=" << group;
     // And its gradients: the bridges' weights and the student's B/C projections (align_grad_to_student).
     std::vector<at::Tensor> wrt = align->parameters();
     for (const auto& p : student_->parameters())
@@ -131,7 +141,7 @@ TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
       ASSERT_EQ(got_g[i].defined(), want_g[i].defined()) << "parameter " << i;
       if (!want_g[i].defined()) continue;
       EXPECT_LE((got_g[i] - want_g[i]).abs().max().item<double>(), 1e-6 * (1 + want_g[i].abs().max().item<double>()))
-          << "parameter " << i << ", " << kernel << ", CAB_BRIDGE_GROUP=" << group;
+          << "parameter " << i << ", " << kernel << ", CAB_ALIGN_FORM=" << form << ", CAB_BRIDGE_GROUP=" << group;
       ++compared;
     }
     EXPECT_GT(compared, static_cast<int>(align->parameters().size()));  // the student's projections got gradients too
@@ -140,6 +150,71 @@ TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
   ::setenv("CAB_BRIDGE_GROUP", "0", 1);
   EXPECT_THROW(alignment({}), cab::ConfigError);
   ::unsetenv("CAB_BRIDGE_GROUP");
+  ::setenv("CAB_ALIGN_FORM", "fast", 1);
+  EXPECT_THROW(alignment({}), cab::ConfigError);
+  ::unsetenv("CAB_ALIGN_FORM");
+}
+
+// On the GPU under bf16 autocast (the trainer's setting) the Gram form's loss and gradients stay as close to the
+// fp32 ones as the direct form's (both ≤ 1e-2 relative for the loss, ≤ 3e-2 in norm for each gradient), and in fp32
+// the two forms agree to fp32 rounding.
+TEST_F(MethodsTest, CabBcGramFormOnCudaUnderBf16Autocast) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  teacher_->to(at::kCUDA);
+  student_->to(at::kCUDA);
+  at::manual_seed(3);
+  const at::Tensor inputs = at::randint(0, 96, {16, 32}, at::kLong).to(at::kCUDA);
+  struct Result {
+    double loss;
+    std::vector<at::Tensor> grads;
+  };
+  auto run = [&](const char* form, bool bf16) {
+    ::setenv("CAB_ALIGN_FORM", form, 1);
+    at::manual_seed(1);  // the same bridges every time
+    auto align = alignment({});
+    ::unsetenv("CAB_ALIGN_FORM");
+    align->to(at::kCUDA);
+    std::vector<at::Tensor> wrt = align->parameters();
+    for (const auto& p : student_->parameters())
+      if (p.requires_grad()) wrt.push_back(p);
+    at::Tensor total;
+    {
+      cab::train::Autocast autocast(bf16);
+      const auto s = student_->forward(inputs, align->student_taps());
+      cab::ModelOutput t;
+      {
+        at::NoGradGuard no_grad;
+        t = teacher_->forward(inputs, align->teacher_taps());
+      }
+      total = align->loss(s.taps, t.taps).total;
+    }
+    Result r{total.item<double>(), {}};
+    for (const auto& g : torch::autograd::grad({total}, wrt, {}, false, false, true))
+      r.grads.push_back(g.defined() ? g.to(at::kFloat) : g);
+    return r;
+  };
+  const Result want = run("direct", false);
+  auto errors = [&](const Result& got) {  // {loss, worst gradient} relative errors
+    double worst = 0;
+    for (std::size_t i = 0; i < want.grads.size(); ++i) {
+      if (!want.grads[i].defined()) continue;
+      const double norm = want.grads[i].norm().item<double>();
+      worst = std::max(worst, (got.grads[i] - want.grads[i]).norm().item<double>() / std::max(norm, 1e-12));
+    }
+    return std::pair<double, double>{std::abs(got.loss - want.loss) / std::abs(want.loss), worst};
+  };
+  const auto gram32 = errors(run("gram", false));
+  EXPECT_LE(gram32.first, 1e-5);
+  EXPECT_LE(gram32.second, 1e-4);
+  const auto gram16 = errors(run("gram", true)), direct16 = errors(run("direct", true));
+  std::cout << "bf16 relative errors against fp32: gram loss " << gram16.first << " grad " << gram16.second
+            << ", direct loss " << direct16.first << " grad " << direct16.second << "; fp32 gram " << gram32.first
+            << " / " << gram32.second << "\n";
+  EXPECT_LE(gram16.first, 1e-2);
+  EXPECT_LE(gram16.second, 3e-2);
+  EXPECT_LE(direct16.second, 3e-2);
+  EXPECT_LE(gram16.second, 1.5 * direct16.second + 2e-3);
+  EXPECT_GT(want.loss, 0.0);
 }
 
 TEST_F(MethodsTest, CabBcOptions) {
@@ -204,37 +279,41 @@ TEST(CabBcVision, BidirectionalStudentAlignsEachDirectionToReorderedTeacherToken
   auto student = registry.create_as<cab::Student>(Kind::student, "vim", s);
   EXPECT_EQ(teacher->shape().cls_index, 0);
   EXPECT_EQ(student->shape().cls_index, 2);  // 4 patches: the class token sits at index 2 of 5
-  // Groups of 3 bridges: the first group holds both forward pairs and one backward pair, the second the other.
-  ::setenv("CAB_BRIDGE_GROUP", "3", 1);
-  auto align = registry.create_as<cab::Alignment>(Kind::alignment, "cab-bc", {});
-  ::unsetenv("CAB_BRIDGE_GROUP");
-  cab::AlignmentContext context{teacher.get(), student.get(), {}};
-  context.make_bridge = [&](int64_t in, int64_t out) {
-    cab::config::Section b;
-    b.set("in_features", in).set("out_features", out);
-    return registry.create_as<cab::Bridge>(Kind::bridge, "linear", b);
-  };
-  align->setup(context);
-  EXPECT_EQ(align->named_children().size(), 8u);  // 2 layers × 2 directions × (φ_B, φ_C)
-  const at::Tensor images = at::randn({3, 1, 8, 8});
-  at::NoGradGuard no_grad;
-  const auto so = student->forward(images, align->student_taps());
-  const auto to = teacher->forward(images, align->teacher_taps());
-  const double got = align->loss(so.taps, to.taps).total.item<double>();
-  // By hand: teacher tokens [cls, p0, p1, p2, p3] → student layout [p0, p1, cls, p2, p3]; backward reversed.
-  const at::Tensor order = at::tensor({1, 2, 0, 3, 4}, at::kLong);
-  auto children = align->named_children();
-  double want = 0;
-  for (int l = 0; l < 2; ++l)
-    for (int d = 0; d < 2; ++d) {
-      const auto dir = d ? cab::Direction::backward : cab::Direction::forward;
-      const std::string suffix = std::to_string(l) + (d ? "_bwd" : "");
-      for (const auto& [s_tap, t_tap] : {std::pair<std::string, std::string>{"B", "k"}, {"C", "q"}}) {
-        at::Tensor target = to.taps.at({t_tap, l}).index_select(1, order);
-        if (d) target = target.flip({1});
-        auto phi = std::dynamic_pointer_cast<cab::Bridge>(children[std::string("phi_") + s_tap + "_" + suffix]);
-        want += at::mse_loss(phi->forward(so.taps.at({s_tap, l, dir})), target).item<double>();
+  for (const char* form : {"", "direct"}) {
+    // Groups of 3 bridges: the first group holds both forward pairs and one backward pair, the second the other.
+    ::setenv("CAB_BRIDGE_GROUP", "3", 1);
+    ::setenv("CAB_ALIGN_FORM", form, 1);  // the Gram form (default) or the bridges' outputs
+    auto align = registry.create_as<cab::Alignment>(Kind::alignment, "cab-bc", {});
+    ::unsetenv("CAB_BRIDGE_GROUP");
+    ::unsetenv("CAB_ALIGN_FORM");
+    cab::AlignmentContext context{teacher.get(), student.get(), {}};
+    context.make_bridge = [&](int64_t in, int64_t out) {
+      cab::config::Section b;
+      b.set("in_features", in).set("out_features", out);
+      return registry.create_as<cab::Bridge>(Kind::bridge, "linear", b);
+    };
+    align->setup(context);
+    EXPECT_EQ(align->named_children().size(), 8u);  // 2 layers × 2 directions × (φ_B, φ_C)
+    const at::Tensor images = at::randn({3, 1, 8, 8});
+    at::NoGradGuard no_grad;
+    const auto so = student->forward(images, align->student_taps());
+    const auto to = teacher->forward(images, align->teacher_taps());
+    const double got = align->loss(so.taps, to.taps).total.item<double>();
+    // By hand: teacher tokens [cls, p0, p1, p2, p3] → student layout [p0, p1, cls, p2, p3]; backward reversed.
+    const at::Tensor order = at::tensor({1, 2, 0, 3, 4}, at::kLong);
+    auto children = align->named_children();
+    double want = 0;
+    for (int l = 0; l < 2; ++l)
+      for (int d = 0; d < 2; ++d) {
+        const auto dir = d ? cab::Direction::backward : cab::Direction::forward;
+        const std::string suffix = std::to_string(l) + (d ? "_bwd" : "");
+        for (const auto& [s_tap, t_tap] : {std::pair<std::string, std::string>{"B", "k"}, {"C", "q"}}) {
+          at::Tensor target = to.taps.at({t_tap, l}).index_select(1, order);
+          if (d) target = target.flip({1});
+          auto phi = std::dynamic_pointer_cast<cab::Bridge>(children[std::string("phi_") + s_tap + "_" + suffix]);
+          want += at::mse_loss(phi->forward(so.taps.at({s_tap, l, dir})), target).item<double>();
+        }
       }
-    }
-  EXPECT_NEAR(got, want / 4, 1e-6);
+    EXPECT_NEAR(got, want / 4, 1e-6) << "CAB_ALIGN_FORM=" << form;
+  }
 }

@@ -26,6 +26,18 @@ at::Tensor Bridge::forward_group(const std::vector<Bridge*>& group, const at::Te
   for (std::size_t p = 0; p < group.size(); ++p) out.push_back(group[p]->forward(x[static_cast<int64_t>(p)]));
   return at::stack(out);
 }
+std::optional<Bridge::Affine> Bridge::affine_group(const std::vector<Bridge*>& /*group*/, const at::Tensor& /*x*/) {
+  return std::nullopt;
+}
+at::Tensor Bridge::affine_output(const Affine& a) {
+  const at::Tensor& f = a.features;
+  const at::Tensor flat = f.reshape({f.size(0), -1, f.size(-1)});  // [P, rows, hidden]
+  const at::Tensor w = a.weight.transpose(1, 2);                   // [P, hidden, out]
+  const at::Tensor y = a.bias.defined() ? at::baddbmm(a.bias.unsqueeze(1), flat, w) : at::bmm(flat, w);
+  std::vector<int64_t> sizes = f.sizes().vec();
+  sizes.back() = a.weight.size(1);
+  return y.reshape(sizes);
+}
 Alignment::~Alignment() = default;
 Method::~Method() = default;
 Dataset::~Dataset() = default;

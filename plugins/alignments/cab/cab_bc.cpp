@@ -9,11 +9,13 @@
 // (DeiT: first; Vim: middle) has its tokens reordered to the student's layout first.
 #include <algorithm>
 #include <cstdlib>
+#include <string_view>
 
 #include <torch/autograd.h>
 #include <torch/nn/module.h>
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <fmt/format.h>
 
 #include <cab/config/schema.h>
@@ -39,6 +41,89 @@ int64_t bridge_group() {
                                        "whose bridges run as one batched group)", text));
   return value;
 }
+
+/// CAB_ALIGN_FORM: how the squared error of a group is computed when its bridges are an affine map of features
+/// (Bridge::affine_group: the linear and MLP bridges). "gram" (the default) works from the features' Gram matrices and
+/// never forms the bridges' outputs; "direct" forms them and subtracts the targets. Both compute the same sum; an
+/// environment variable, not an option, for the same reason as CAB_BRIDGE_GROUP (speed, not the run's result).
+bool gram_form() {
+  const char* text = std::getenv("CAB_ALIGN_FORM");
+  if (!text || !*text || std::string_view(text) == "gram") return true;
+  if (std::string_view(text) == "direct") return false;
+  throw cab::ConfigError(fmt::format("environment variable CAB_ALIGN_FORM='{}': expected gram or direct", text));
+}
+
+/// a·b batched, accumulated and returned in fp32 (+ alpha·a·b onto `acc` when it is defined): half-precision
+/// inputs on CUDA through the GEMMs' out_dtype overloads, fp32 as they are, anything else (half precision on the
+/// CPU, which has no such kernel) promoted to fp32 first.
+at::Tensor gemm_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& acc = {}, double alpha = 1.0) {
+  const auto type = a.scalar_type();
+  if (type == at::kFloat && b.scalar_type() == at::kFloat)
+    return acc.defined() ? at::baddbmm(acc, a, b, 1.0, alpha) : (alpha == 1.0 ? at::bmm(a, b) : at::bmm(a, b).mul_(alpha));
+  if (a.is_cuda() && b.scalar_type() == type && (type == at::kBFloat16 || type == at::kHalf))
+    return acc.defined() ? at::baddbmm(acc, a, b, at::kFloat, 1.0, alpha)
+                         : (alpha == 1.0 ? at::bmm(a, b, at::kFloat) : at::bmm(a, b, at::kFloat).mul_(alpha));
+  return gemm_f32(a.to(at::kFloat), b.to(at::kFloat), acc, alpha);
+}
+
+/// Σ_p Σ_i ‖f_pi · w_pᵀ + b_p − t_pi‖² of an affine bridge group (features f [P, rows, H], weight w [P, O, H], bias
+/// b [P, O] or undefined, target t [P, rows, O], a constant) without forming the [P, rows, O] outputs:
+///   Σ_i ‖f_i wᵀ + b − t_i‖² = ⟨w G, w⟩ − 2 ⟨w, Mᵀ⟩ + 2 bᵀ w s + rows·‖b‖² − 2 bᵀ s_t + ‖t‖²
+/// with G = fᵀf, M = fᵀt, s = Σ_i f_i, s_t = Σ_i t_i, all accumulated in fp32 from f and t as they are (bf16 under
+/// autocast: exact products), so the cancellation between the terms costs fp32 rounding only. The backward:
+///   ∂/∂w = 2 (w G − Mᵀ + b sᵀ),  ∂/∂b = 2 (w s + rows·b − s_t),  ∂/∂f = 2 (f wᵀw + bᵀw − t w)
+/// where ∂/∂f needs one pass over t and f (fp32 accumulation; wᵀw enters a half-precision GEMM as a high and a low
+/// half, so its rounding does not show against the near-cancelling t w). Reads f and t twice in all, where the
+/// direct form writes and reads the [P, rows, O] outputs, their fp32 differences and their gradients.
+class AffineSquaredError : public torch::autograd::Function<AffineSquaredError> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& f, const at::Tensor& w,
+                            const at::Tensor& b, const at::Tensor& t) {
+    const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // the fp32 math stays fp32
+    const at::Tensor ft = f.transpose(1, 2);
+    const at::Tensor gram = gemm_f32(ft, f), cross = gemm_f32(ft, t);  // [P, H, H], [P, H, O]
+    const at::Tensor w32 = w.to(at::kFloat);
+    const at::Tensor t_sq = at::linalg_vector_norm(t, 2, c10::nullopt, false, at::kFloat).square();
+    at::Tensor loss = (at::bmm(w32, gram) * w32).sum() - 2.0 * (w32 * cross.transpose(1, 2)).sum() + t_sq;
+    at::Tensor f_sum, t_sum;
+    if (b.defined()) {
+      const at::Tensor b32 = b.to(at::kFloat);
+      f_sum = f.sum({1}, false, at::kFloat);  // [P, H]
+      t_sum = t.sum({1}, false, at::kFloat);  // [P, O]
+      loss = loss + 2.0 * (at::bmm(b32.unsqueeze(1), w32).squeeze(1) * f_sum).sum() +
+             static_cast<double>(f.size(1)) * b32.square().sum() - 2.0 * (b32 * t_sum).sum();
+    }
+    ctx->save_for_backward({f, w, b, t, gram, cross, f_sum, t_sum});
+    return loss;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &f = saved[0], &w = saved[1], &b = saved[2], &t = saved[3], &gram = saved[4], &cross = saved[5],
+                     &f_sum = saved[6], &t_sum = saved[7];
+    const at::Tensor scale = grads[0].to(at::kFloat) * 2.0;  // 0-dim, on the device: no host round trip
+    const at::Tensor w32 = w.to(at::kFloat);
+    at::Tensor dw = at::bmm(w32, gram) - cross.transpose(1, 2), db;
+    const at::Tensor wtw = at::bmm(w32.transpose(1, 2), w32);  // [P, H, H]
+    at::Tensor df;                                             // fp32 [P, rows, H]
+    if (f.scalar_type() == at::kFloat) {
+      df = gemm_f32(f, wtw);
+    } else {
+      const at::Tensor high = wtw.to(f.scalar_type()), low = (wtw - high.to(at::kFloat)).to(f.scalar_type());
+      df = gemm_f32(f, low, gemm_f32(f, high));
+    }
+    df = gemm_f32(t, w.to(t.scalar_type()), df, -1.0);
+    if (b.defined()) {
+      const at::Tensor b32 = b.to(at::kFloat);
+      dw.add_(b32.unsqueeze(2) * f_sum.unsqueeze(1));
+      db = (at::bmm(w32, f_sum.unsqueeze(2)).squeeze(2) + static_cast<double>(f.size(1)) * b32 - t_sum).mul_(scale).to(b.scalar_type());
+      df.add_(at::bmm(b32.unsqueeze(1), w32));  // bᵀw, [P, 1, H] over the rows
+    }
+    return {df.mul_(scale).to(f.scalar_type()), dw.mul_(scale).to(w.scalar_type()), db, at::Tensor()};
+  }
+};
 
 /// Σ (y − target)² in fp32 whose backward needs only its gradient 2 (y − target), kept in y's dtype: the fp32
 /// difference (what autograd through (y − target)² would keep: 116 MB per group of 12 pairs at Vim-Tiny's batch
@@ -75,6 +160,7 @@ class CabBc final : public cab::Alignment {
     softmax_targets_ = o.string("target_kernel") == "softmax";
     grad_to_student_ = o.boolean("align_grad_to_student");
     group_size_ = bridge_group();
+    gram_ = gram_form();
   }
 
   void setup(const cab::AlignmentContext& context) override {
@@ -142,10 +228,13 @@ class CabBc final : public cab::Alignment {
 
  private:
   /// Σ over the pairs of MSE(φ_pair(student tap), teacher target) for one term. The pairs' bridges run in groups
-  /// of CAB_BRIDGE_GROUP (Bridge::forward_group: the MLP bridge batches a group into two GEMMs), each group's targets
-  /// are gathered into one tensor and its MSEs are one mean over the stack (every pair has the same shape) times
-  /// its size: a few kernels per group instead of a dozen per pair. SquaredError keeps only its gradient, in y's
-  /// dtype, for the backward (mse_loss would keep y and the target).
+  /// of CAB_BRIDGE_GROUP (Bridge::forward_group / affine_group: the MLP bridge batches a group into two GEMMs), each
+  /// group's targets are stacked into one tensor and its MSEs are one sum over the stack (every pair has the same
+  /// shape) divided by a pair's size: a few kernels per group instead of a dozen per pair. Each student tap is put
+  /// in the teacher's token order (the 16-wide tap moves, not the teacher's K/Q), which leaves every sum as it is.
+  /// Affine bridges (linear, MLP) take the Gram form (AffineSquaredError) unless CAB_ALIGN_FORM=direct or the
+  /// targets went through the softmax kernel (fp32, where the features are in half precision); others form their
+  /// outputs, and SquaredError keeps only its gradient, in their dtype, for the backward.
   at::Tensor term_sum(const cab::Taps& student, const cab::Taps& teacher, std::string_view s_name,
                       std::string_view t_name, std::shared_ptr<cab::Bridge> Pair::*phi, bool over_tokens) const {
     at::Tensor sum;
@@ -158,60 +247,65 @@ class CabBc final : public cab::Alignment {
       std::vector<cab::Bridge*> group;
       for (const Pair* p : group_pairs) {
         const at::Tensor x = student.at({std::string(s_name), p->student_layer, p->direction});
-        xs.push_back(grad_to_student_ ? x : x.detach());
+        xs.push_back((grad_to_student_ ? x : x.detach()).index_select(1, teacher_order(p->direction, x.size(1), x.device())));
         group.push_back((p->*phi).get());
       }
       const at::Tensor target = targets(teacher, t_name, group_pairs, xs.front().size(1), over_tokens);
-      const at::Tensor y = group.front()->forward_group(group, at::stack(xs));
-      // Σ over the group of each pair's mean: the stack's sum over (pair elements × pairs) times the group size.
-      const at::Tensor part =
-          SquaredError::apply(y, target) * (static_cast<double>(group.size()) / static_cast<double>(y.numel()));
+      const at::Tensor x = at::stack(xs);
+      const auto affine = group.front()->affine_group(group, x);
+      at::Tensor part;
+      if (affine && gram_ && affine->features.scalar_type() == target.scalar_type()) {
+        const at::Tensor& f = affine->features;
+        const auto type = f.scalar_type();
+        part = AffineSquaredError::apply(f.reshape({f.size(0), -1, f.size(-1)}), affine->weight.to(type),
+                                         affine->bias.defined() ? affine->bias.to(type) : at::Tensor(),
+                                         target.reshape({target.size(0), -1, target.size(-1)}));
+      } else {
+        part = SquaredError::apply(affine ? cab::Bridge::affine_output(*affine) : group.front()->forward_group(group, x),
+                                   target);
+      }
+      // Σ over the group of each pair's mean: the stack's sum divided by one pair's element count.
+      part = part * (static_cast<double>(group.size()) / static_cast<double>(target.numel()));
       sum = sum.defined() ? sum + part : part;
     }
     return sum;
   }
 
-  /// The teacher's K or Q of every pair, [pairs, batch, tokens, d], as constants in the student's token layout
-  /// (the class token moved, the backward direction's tokens reversed: one gather per run of pairs of one
-  /// direction), in the teacher's dtype; with the softmax target kernel, fp32 after it.
+  /// The teacher's K or Q of every pair, [pairs, batch, tokens, d], as constants in the teacher's token order and
+  /// dtype; with the softmax target kernel, fp32 after it (over the tokens or the features: either is unchanged by
+  /// the token order).
   at::Tensor targets(const cab::Taps& teacher, std::string_view t_name, const std::vector<const Pair*>& pairs,
                      int64_t student_tokens, bool over_tokens) const {
     std::vector<at::Tensor> raw;
     for (const Pair* p : pairs) raw.push_back(teacher.at({std::string(t_name), p->teacher_layer}).detach());
-    const at::Tensor stacked = at::stack(raw);  // [pairs, batch, tokens, d]
-    const int64_t tokens = stacked.size(2);
-    if (tokens != student_tokens)
+    at::Tensor out = at::stack(raw);  // [pairs, batch, tokens, d]
+    if (out.size(2) != student_tokens)
       throw cab::Error(fmt::format("alignment cab-bc: the teacher has {} tokens per input, the student {}; CAB pairs "
                                    "them token by token (match image/patch sizes or sequence lengths)",
-                                   tokens, student_tokens));
-    at::Tensor out = at::empty_like(stacked);
-    for (std::size_t begin = 0, end = 0; begin < pairs.size(); begin = end) {
-      const cab::Direction direction = pairs[begin]->direction;
-      while (end < pairs.size() && pairs[end]->direction == direction) ++end;
-      const auto b = static_cast<int64_t>(begin), n = static_cast<int64_t>(end - begin);
-      at::Tensor block = out.narrow(0, b, n);
-      at::index_select_out(block, stacked.narrow(0, b, n), 2, token_index(direction, tokens, stacked.device()));
-    }
+                                   out.size(2), student_tokens));
     // softmax kernel: K over tokens, Q over features (the official vision code's default)
     if (softmax_targets_) out = at::softmax(out.to(at::kFloat), over_tokens ? 2 : -1);
     return out;
   }
 
-  /// The gather that puts a direction's teacher tokens in the student's layout (the class token moved; reversed
-  /// for the backward direction), on `device`. Made once and kept: copying it from the host every step would make
-  /// the host wait for the GPU's queue to drain.
-  const at::Tensor& token_index(cab::Direction direction, int64_t tokens, const at::Device& device) const {
+  /// The gather that puts a direction's student tokens in the teacher's order: the inverse of the student layout
+  /// (the class token moved; reversed for the backward direction's taps), on `device`. Made once and kept: copying
+  /// it from the host every step would make the host wait for the GPU's queue to drain.
+  const at::Tensor& teacher_order(cab::Direction direction, int64_t tokens, const at::Device& device) const {
     at::Tensor& cached = token_index_[direction == cab::Direction::backward ? 1 : 0];
     if (!cached.defined() || cached.device() != device || cached.size(0) != tokens) {
-      std::vector<int64_t> index = cab::token_order(tokens, student_cls_, teacher_cls_);
-      if (direction == cab::Direction::backward) std::reverse(index.begin(), index.end());
-      cached = at::tensor(index, at::TensorOptions(at::kLong)).to(device);
+      // student position i holds teacher token layout[i]; the inverse lists, per teacher token, its student position
+      std::vector<int64_t> layout = cab::token_order(tokens, student_cls_, teacher_cls_);
+      if (direction == cab::Direction::backward) std::reverse(layout.begin(), layout.end());
+      std::vector<int64_t> inverse(layout.size());
+      for (std::size_t i = 0; i < layout.size(); ++i) inverse[static_cast<std::size_t>(layout[i])] = static_cast<int64_t>(i);
+      cached = at::tensor(inverse, at::TensorOptions(at::kLong)).to(device);
     }
     return cached;
   }
 
   cab::config::Section options_;
-  bool use_b_ = true, use_c_ = true, shared_ = false, softmax_targets_ = false, grad_to_student_ = true;
+  bool use_b_ = true, use_c_ = true, shared_ = false, softmax_targets_ = false, grad_to_student_ = true, gram_ = true;
   int64_t student_cls_ = -1, teacher_cls_ = -1, group_size_ = 12;
   std::vector<Pair> pairs_;
   std::vector<const Pair*> ordered_;  // pairs_, the forward direction's first (groups are cut from this order)

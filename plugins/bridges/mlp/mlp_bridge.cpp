@@ -46,29 +46,33 @@ class MlpBridge final : public cab::Bridge {
 
   /// The group's MLPs as two batched GEMMs (baddbmm over the stacked weights) instead of 2·P small ones.
   at::Tensor forward_group(const std::vector<cab::Bridge*>& group, const at::Tensor& x) override {
+    if (auto affine = affine_group(group, x)) return affine_output(*affine);
+    return Bridge::forward_group(group, x);  // other types or shapes; its error names a mismatch, or forward's does
+  }
+
+  /// The hidden activations (one batched GEMM for the group's first layers) and the stacked second layers.
+  std::optional<Affine> affine_group(const std::vector<cab::Bridge*>& group, const at::Tensor& x) override {
     std::vector<MlpBridge*> mlps;
     for (cab::Bridge* b : group) {
       auto* m = dynamic_cast<MlpBridge*>(b);
-      if (!m || !m->same_shape(*this)) return Bridge::forward_group(group, x);
+      if (!m || !m->same_shape(*this)) return std::nullopt;
       mlps.push_back(m);
     }
     if (x.dim() < 2 || x.size(0) != static_cast<int64_t>(mlps.size()) || x.size(-1) != options_.in_features())
-      return Bridge::forward_group(group, x);  // its error names the mismatch, or forward's does
+      return std::nullopt;
     auto stacked = [&](auto param) {
       std::vector<at::Tensor> v;
       for (MlpBridge* m : mlps) v.push_back(param(*m));
       return at::stack(v);
     };
-    auto layer = [&](const at::Tensor& in, torch::nn::Linear MlpBridge::*fc) {
-      const at::Tensor w = stacked([fc](MlpBridge& m) { return (m.*fc)->weight; }).transpose(1, 2);  // [P, in, out]
-      if (!options_.bias()) return at::bmm(in, w);
-      return at::baddbmm(stacked([fc](MlpBridge& m) { return (m.*fc)->bias; }).unsqueeze(1), in, w);
+    auto weights = [&](torch::nn::Linear MlpBridge::*fc) {
+      return stacked([fc](MlpBridge& m) { return (m.*fc)->weight; });  // [P, out, in]
     };
-    const at::Tensor flat = x.reshape({x.size(0), -1, x.size(-1)});  // [P, tokens, in_features]
-    const at::Tensor y = layer(activate(layer(flat, &MlpBridge::fc1_)), &MlpBridge::fc2_);
-    std::vector<int64_t> sizes = x.sizes().vec();
-    sizes.back() = options_.out_features();
-    return y.reshape(sizes);
+    auto biases = [&](torch::nn::Linear MlpBridge::*fc) {
+      return options_.bias() ? stacked([fc](MlpBridge& m) { return (m.*fc)->bias; }) : at::Tensor();
+    };
+    const at::Tensor hidden = affine_output({x, weights(&MlpBridge::fc1_), biases(&MlpBridge::fc1_)});
+    return Affine{activate(hidden), weights(&MlpBridge::fc2_), biases(&MlpBridge::fc2_)};
   }
 
  private:

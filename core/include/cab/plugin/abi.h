@@ -31,8 +31,8 @@ class Section;
 }  // namespace cab::config
 
 /// The plugin API version this header describes (2: Student::forward_layer / layer_modules, Method::lr_scale,
-/// LossTerms::backpropagated, MethodContext::record; 3: Bridge::forward_group).
-inline constexpr std::uint32_t kCabPluginApiVersion = 3;
+/// LossTerms::backpropagated, MethodContext::record; 3: Bridge::forward_group; 4: Bridge::affine_group).
+inline constexpr std::uint32_t kCabPluginApiVersion = 4;
 
 #define CAB_ABI_STR_(x) #x
 #define CAB_ABI_STR(x) CAB_ABI_STR_(x)

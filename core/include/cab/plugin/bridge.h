@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -38,6 +39,18 @@ class CAB_API Bridge : public Component, public torch::nn::Module {
   /// bridge: one batched GEMM per linear layer for the whole group), falling back to the default when the group
   /// holds other types or shapes.
   virtual at::Tensor forward_group(const std::vector<Bridge*>& group, const at::Tensor& x);
+
+  /// A group's outputs as an affine map of features: forward_group(group, x) == features · weightᵀ + bias, with
+  /// features [P, ..., hidden], weight [P, out_features, hidden] and bias [P, out_features] (undefined: none), all
+  /// differentiable. It lets a loss on the outputs work from the features and the weights without forming the
+  /// outputs (the CAB alignment's squared error in Gram form). The default (nullopt) says the bridge is not such a
+  /// map, or not for this group; the linear and MLP bridges are.
+  struct Affine {
+    at::Tensor features, weight, bias;
+  };
+  virtual std::optional<Affine> affine_group(const std::vector<Bridge*>& group, const at::Tensor& x);
+  /// features · weightᵀ + bias of an Affine, batched over P: [P, ..., out_features].
+  static at::Tensor affine_output(const Affine& affine);
 };
 
 /// Declares in_features / out_features (0 = "set by the alignment", so a [bridge] table needs neither).
