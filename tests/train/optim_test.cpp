@@ -132,6 +132,37 @@ TEST(FusedAdamW, ResumesFromASavedOptimizerAndMixesWithPlainSteps) {
   }
 }
 
+// The skip flag (the trainer's non-finite loss): 1 leaves weights and moments exactly as they were, 0 is the plain
+// fused step.
+TEST(FusedAdamW, SkipFlagLeavesWeightsAndMomentsAsTheyWere) {
+  for (const at::Device& device : devices()) {
+    SCOPED_TRACE(device.str());
+    const auto ref = make_params(device), ours = make_params(device);
+    auto ref_opt = make_optimizer(ref), our_opt = make_optimizer(ours);
+    FusedAdamW ref_step, our_step;
+    for (int k = 0; k < 2; ++k) {
+      set_grads(ref, k);
+      set_grads(ours, k);
+      ref_step.step(ref_opt);
+      our_step.step(our_opt, at::zeros({}, at::TensorOptions(device)));
+    }
+    std::vector<at::Tensor> weights, moments;
+    for (std::size_t i = 0; i + 1 < ours.size(); ++i) {
+      EXPECT_TRUE(at::equal(ours[i].detach(), ref[i].detach())) << "parameter " << i;
+      weights.push_back(ours[i].detach().clone());
+      moments.push_back(static_cast<torch::optim::AdamWParamState&>(*our_opt.state().at(ours[i].unsafeGetTensorImpl())).exp_avg().clone());
+    }
+    set_grads(ours, 2);
+    our_step.step(our_opt, at::ones({1}, at::TensorOptions(device)));
+    for (std::size_t i = 0; i + 1 < ours.size(); ++i) {
+      const auto& st = static_cast<torch::optim::AdamWParamState&>(*our_opt.state().at(ours[i].unsafeGetTensorImpl()));
+      EXPECT_TRUE(at::equal(ours[i].detach(), weights[i])) << "parameter " << i;
+      EXPECT_TRUE(at::equal(st.exp_avg(), moments[i])) << "parameter " << i;
+      EXPECT_EQ(st.step(), 3);  // the count advances (the trainer stops at such a step)
+    }
+  }
+}
+
 TEST(ClipGradNorm, MatchesTorchClipGradNorm) {
   for (const at::Device& device : devices()) {
     SCOPED_TRACE(device.str());
@@ -140,7 +171,9 @@ TEST(ClipGradNorm, MatchesTorchClipGradNorm) {
       set_grads(ref, 1);
       set_grads(ours, 1);
       const double expected = torch::nn::utils::clip_grad_norm_(ref, max_norm);
-      const double got = cab::train::clip_grad_norm(ours, max_norm);
+      const at::Tensor norm = cab::train::clip_grad_norm(ours, max_norm);
+      EXPECT_EQ(norm.device(), device);  // left on the device: no wait for it
+      const double got = norm.item<double>();
       EXPECT_NEAR(got, expected, 1e-6 * expected);
       EXPECT_GT(got, 1.0);
       for (std::size_t i = 0; i + 1 < ref.size(); ++i) EXPECT_LE(max_rel(ours[i].grad(), ref[i].grad()), 1e-6);
@@ -151,7 +184,7 @@ TEST(ClipGradNorm, MatchesTorchClipGradNorm) {
       const double after = at::cat(gs).norm().item<double>();
       EXPECT_NEAR(after, std::min(max_norm, got), 1e-5 * std::min(max_norm, got));
     }
-    EXPECT_EQ(cab::train::clip_grad_norm({at::zeros({3}, at::TensorOptions(device)).requires_grad_(true)}, 1.0), 0.0);
+    EXPECT_EQ(cab::train::clip_grad_norm({at::zeros({3}, at::TensorOptions(device)).requires_grad_(true)}, 1.0).item<double>(), 0.0);
   }
 }
 

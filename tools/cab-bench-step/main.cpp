@@ -1,8 +1,9 @@
 // cab-bench-step: one full training step as cab's trainer runs it (core/src/train/trainer.cpp), timed on the GPU
 // for PERFORMANCE.md's case DeiT-Tiny teacher → Vim-Tiny student (init = identity), 224² images, batch 128:
-//   optimizer.zero_grad(); loss under bf16 autocast (or fp32); loss.total.item() (the trainer's NaN check);
-//   backward (unless the method back-propagated itself); clip_grad_norm_(1.0); AdamW (lr 5e-4, weight decay 0.05)
-//   over the student's and the alignment's parameters. The teacher is frozen (eval, no gradients).
+//   optimizer.zero_grad(); loss under bf16 autocast (or fp32); backward (unless the method back-propagated
+//   itself); clip_grad_norm_(1.0); AdamW (lr 5e-4, weight decay 0.05) over the student's and the alignment's
+//   parameters, skipped on the device when the loss is not finite; then loss.total.item() (the trainer's NaN
+//   check, the step's one wait for the device). The teacher is frozen (eval, no gradients).
 // Cases, one JSON object each per precision:
 //   soft-kd   soft KD without alignment (PERFORMANCE.md's "alignment loss off" row)
 //   cab       soft KD + 1.0·cab-bc (taps B, C, q, k + MLP bridges per layer + MSE)
@@ -25,6 +26,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <set>
@@ -56,6 +58,7 @@ struct Setup {
   const cab::plugin::Registry* registry = nullptr;
   int64_t image_size = 224;
   int warmup = 3, iterations = 10;
+  bool wait_for_loss = false;  // --wait-for-loss: the loss read before the backward (the trainer's older order)
   std::string profile;  // with --profile: a Chrome trace per case (PREFIX-<case>-<precision>.json) and a kernel summary
   cab::Batch batch;                             // this process's share of the global batch
   cab::train::Communicator* comm = nullptr;     // data-parallel (launched like torchrun), else null
@@ -173,11 +176,14 @@ Result run_case(const Setup& s, const std::string& method_name, bool bf16) {
         cab::train::Autocast autocast(bf16);
         loss = method->loss(s.batch, step++);
       }
-      r.loss = loss.total.item<double>();  // a device sync, as in the trainer
+      const at::Tensor value = loss.total.detach().to(at::kDouble);
+      if (s.wait_for_loss) r.loss = value.item<double>();
       if (!loss.backpropagated) loss.total.backward();
       if (sync) sync->finish();
-      cab::train::clip_grad_norm(params, 1.0);
-      fused_adamw.step(optimizer);
+      const at::Tensor norm = cab::train::clip_grad_norm(params, 1.0);
+      if (s.wait_for_loss) norm.item<double>();
+      fused_adamw.step(optimizer, at::isfinite(value).logical_not().to(at::kFloat));  // as the trainer: no wait before
+      r.loss = value.item<double>();  // the trainer's NaN check: the step's one wait for the device, at its end
       return loss;
     };
     cab::train::reset_peak_memory();
@@ -220,6 +226,8 @@ int main(int argc, char** argv) {
       "iterations", po::value<int>()->default_value(10), "timed steps per case")(
       "precision", po::value<std::string>()->default_value("both"), "bf16 (autocast), fp32 or both")(
       "method", po::value<std::string>(), "run only the named case (soft-kd, cab)")(
+      "wait-for-loss", "read the loss before the backward and the gradient norm before the optimizer step, as the "
+      "trainer did before it queued the whole step (two more waits for the device per step), for comparison")(
       "profile", po::value<std::string>(), "also profile 3 steps per case: Chrome traces PREFIX-<case>-<precision>.json and a kernel summary line")(
       "plugins,P", po::value<std::vector<std::string>>()->composing(), "extra plugin files or directories");
   po::variables_map vm;
@@ -269,6 +277,7 @@ int main(int argc, char** argv) {
   s.warmup = vm["warmup"].as<int>();
   s.iterations = vm["iterations"].as<int>();
   if (vm.count("profile")) s.profile = vm["profile"].as<std::string>();
+  s.wait_for_loss = vm.count("wait-for-loss") > 0;
   const int64_t b = vm["batch"].as<int64_t>();  // the global batch
   const int64_t local = b / dist.world_size;
   const at::TensorOptions cuda = at::TensorOptions(at::Device(at::kCUDA));
@@ -291,7 +300,12 @@ int main(int argc, char** argv) {
       std::string line = fmt::format("{{\"case\": \"{}\", \"method\": \"{}\", \"precision\": \"{}\", \"batch\": {}, "
                                      "\"image_size\": {}, \"teacher\": \"vit/deit-tiny\", \"student\": \"vim/vim-tiny\"",
                                      m, m, p, b, s.image_size);
-      if (m == "cab") line += ", \"alignment\": \"cab-bc\", \"bridge\": \"mlp\"";
+      if (m == "cab") {
+        const char* form = std::getenv("CAB_ALIGN_FORM");
+        line += fmt::format(", \"alignment\": \"cab-bc\", \"bridge\": \"mlp\", \"align_form\": \"{}\"",
+                            form && *form ? form : "gram");
+      }
+      line += fmt::format(", \"device_waits_per_step\": {}", s.wait_for_loss ? 3 : 1);
       if (dist.launched) line += fmt::format(", \"world_size\": {}, \"collectives\": \"{}\"", dist.world_size, comm->backend());
       if (dist.rank != 0) continue;  // rank 0 speaks for the run
       if (r.oom) {

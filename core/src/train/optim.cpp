@@ -2,6 +2,7 @@
 #include "cab/train/optim.h"
 
 #include <algorithm>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -25,9 +26,10 @@ Bucket& bucket_for(std::vector<Bucket>& buckets, const at::Tensor& t) {
 
 }  // namespace
 
-void FusedAdamW::step(torch::optim::AdamW& optimizer) {
+void FusedAdamW::step(torch::optim::AdamW& optimizer, const at::Tensor& skip) {
   for (const auto& group : optimizer.param_groups())
     if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) {
+      TORCH_CHECK(!skip.defined(), "FusedAdamW: a skip flag with amsgrad (the plain step, which has none)");
       optimizer.step();  // the fused kernel's amsgrad needs max_exp_avg_sq buffers we do not keep: the plain step
       return;
     }
@@ -64,17 +66,18 @@ void FusedAdamW::step(torch::optim::AdamW& optimizer) {
     for (Bucket& b : buckets) {
       at::_foreach_add_(b.steps, 1.0);  // the kernel reads the count after this step, as AdamW's bias correction
       at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, {}, b.steps, o.lr(), beta1, beta2,
-                        o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+                        o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/{},
+                        skip.defined() ? std::optional<at::Tensor>(skip.to(b.device, at::kFloat).reshape({})) : std::nullopt);
     }
   }
 }
 
-double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   const at::NoGradGuard no_grad;
   std::vector<Bucket> buckets;
   for (const at::Tensor& p : params)
     if (p.grad().defined()) bucket_for(buckets, p.grad()).grads.push_back(p.grad());
-  if (buckets.empty()) return 0.0;
+  if (buckets.empty()) return at::zeros({}, at::TensorOptions(params.empty() ? c10::Device(c10::kCPU) : params.front().device()).dtype(at::kFloat));
   // Per-tensor norms in fp32, one multi-tensor launch per device and dtype; then the joint norm on the first
   // gradient's device.
   std::vector<at::Tensor> norms;
@@ -84,7 +87,7 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   const at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
   const at::Tensor coefficient = at::clamp_max((total + 1e-6).reciprocal() * max_norm, 1.0);
   for (Bucket& b : buckets) at::_foreach_mul_(b.grads, coefficient.to(b.device));
-  return total.item<double>();
+  return total;
 }
 
 }  // namespace cab::train

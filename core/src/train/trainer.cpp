@@ -559,24 +559,27 @@ TrainResult train(const config::RunConfig& config, const plugin::Registry& regis
       Autocast autocast(bf16);
       loss = method->loss(batch, step);
     }
-    double value = loss.total.item<double>();
+    // The whole step is queued before the host looks at the loss (one wait for the device per step, at its end,
+    // instead of one after the forward and one after clipping): the optimizer's kernels read a device flag and
+    // leave the weights as they were when the loss is not finite, and then the run stops with NonFiniteLoss.
+    at::Tensor loss_value = loss.total.detach().to(at::kDouble).reshape({1});
     if (comm && comm->size() > 1) {  // the global batch's loss (the mean of the equal shares); NaN on any rank stops all
-      at::Tensor mean = at::full({1}, value, at::TensorOptions(device).dtype(at::kDouble));
-      comm->all_reduce_sum(mean);
-      value = mean.item<double>() / comm->size();
+      comm->all_reduce_sum(loss_value);
+      loss_value.div_(static_cast<double>(comm->size()));
     }
-    if (!std::isfinite(value)) throw NonFiniteLoss(step, value);
     if (!loss.backpropagated) loss.total.backward();
     if (sync) sync->finish();
-    double grad_norm = -1;
+    at::Tensor grad_norm;
     if (clip > 0) grad_norm = clip_grad_norm(params, clip);
-    fused_adamw.step(optimizer);
+    fused_adamw.step(optimizer, at::isfinite(loss_value).logical_not().to(at::kFloat));
+    const double value = loss_value.item<double>();  // waits for the step
+    if (!std::isfinite(value)) throw NonFiniteLoss(step, value);
     if (!ema.empty()) {
       at::NoGradGuard no_grad;
       for (std::size_t i = 0; i < params.size(); ++i) ema[i].mul_(ema_decay).add_(params[i].detach(), 1.0 - ema_decay);
     }
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (step % log_every == 0 || step + 1 == steps) log_step(step, value, loss, rate, ms, grad_norm, token_inputs ? batch.inputs.numel() * dist.world_size : batch_size);
+    if (step % log_every == 0 || step + 1 == steps) log_step(step, value, loss, rate, ms, grad_norm.defined() ? grad_norm.item<double>() : -1.0, token_inputs ? batch.inputs.numel() * dist.world_size : batch_size);
     if (step > 0 || steps == 1) step_ms_sum += ms, ++timed_steps;  // the first step includes warm-up costs
     if (auto it = loss.stats.find("align_share"); it != loss.stats.end()) align_share_sum += it->second, ++align_steps;
     result.final_loss = value;
