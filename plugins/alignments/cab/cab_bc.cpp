@@ -70,7 +70,8 @@ at::Tensor gemm_f32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
 /// b [P, O] or undefined, target t [P, rows, O], a constant) without forming the [P, rows, O] outputs:
 ///   Σ_i ‖f_i wᵀ + b − t_i‖² = ⟨w G, w⟩ − 2 ⟨w, Mᵀ⟩ + 2 bᵀ w s + rows·‖b‖² − 2 bᵀ s_t + ‖t‖²
 /// with G = fᵀf, M = fᵀt, s = Σ_i f_i, s_t = Σ_i t_i, all accumulated in fp32 from f and t as they are (bf16 under
-/// autocast: exact products), so the cancellation between the terms costs fp32 rounding only. The backward:
+/// autocast: exact products), so the cancellation between the terms costs fp32 rounding only (relative to ‖t‖²: a
+/// fit that exact can come out a rounding error below zero). The backward:
 ///   ∂/∂w = 2 (w G − Mᵀ + b sᵀ),  ∂/∂b = 2 (w s + rows·b − s_t),  ∂/∂f = 2 (f wᵀw + bᵀw − t w)
 /// where ∂/∂f needs one pass over t and f (fp32 accumulation; wᵀw enters a half-precision GEMM as a high and a low
 /// half, so its rounding does not show against the near-cancelling t w). Reads f and t twice in all, where the
