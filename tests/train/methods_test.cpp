@@ -103,7 +103,7 @@ TEST_F(MethodsTest, VanillaNeedsNoTeacherAndTrainTeacherTrainsIt) {
 
 TEST_F(MethodsTest, CabBcLossIsTheMeanOfBridgedMses) {
   for (const std::string kernel : {"none", "softmax"})
-  for (const char* form : {"", "direct"})  // the Gram form (the default, for "none") or the bridges' outputs
+  for (const char* form : {"gram", ""})  // the Gram form (for "none"), or (by default) the bridges' outputs
   for (const char* group : {"1", ""}) {  // the bridges one by one, or (by default) all in one batched group
     ::setenv("CAB_BRIDGE_GROUP", group, 1);
     ::setenv("CAB_ALIGN_FORM", form, 1);
@@ -279,10 +279,10 @@ TEST(CabBcVision, BidirectionalStudentAlignsEachDirectionToReorderedTeacherToken
   auto student = registry.create_as<cab::Student>(Kind::student, "vim", s);
   EXPECT_EQ(teacher->shape().cls_index, 0);
   EXPECT_EQ(student->shape().cls_index, 2);  // 4 patches: the class token sits at index 2 of 5
-  for (const char* form : {"", "direct"}) {
+  for (const char* form : {"gram", ""}) {
     // Groups of 3 bridges: the first group holds both forward pairs and one backward pair, the second the other.
     ::setenv("CAB_BRIDGE_GROUP", "3", 1);
-    ::setenv("CAB_ALIGN_FORM", form, 1);  // the Gram form (default) or the bridges' outputs
+    ::setenv("CAB_ALIGN_FORM", form, 1);  // the Gram form, or (by default) the bridges' outputs
     auto align = registry.create_as<cab::Alignment>(Kind::alignment, "cab-bc", {});
     ::unsetenv("CAB_BRIDGE_GROUP");
     ::unsetenv("CAB_ALIGN_FORM");

@@ -303,7 +303,7 @@ int main(int argc, char** argv) {
       if (m == "cab") {
         const char* form = std::getenv("CAB_ALIGN_FORM");
         line += fmt::format(", \"alignment\": \"cab-bc\", \"bridge\": \"mlp\", \"align_form\": \"{}\"",
-                            form && *form ? form : "gram");
+                            form && *form ? form : "direct");
       }
       line += fmt::format(", \"device_waits_per_step\": {}", s.wait_for_loss ? 3 : 1);
       if (dist.launched) line += fmt::format(", \"world_size\": {}, \"collectives\": \"{}\"", dist.world_size, comm->backend());
