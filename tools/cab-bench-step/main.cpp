@@ -301,9 +301,9 @@ int main(int argc, char** argv) {
                                      "\"image_size\": {}, \"teacher\": \"vit/deit-tiny\", \"student\": \"vim/vim-tiny\"",
                                      m, m, p, b, s.image_size);
       if (m == "cab") {
-        const char* form = std::getenv("CAB_ALIGN_FORM");
-        line += fmt::format(", \"alignment\": \"cab-bc\", \"bridge\": \"mlp\", \"align_form\": \"{}\"",
-                            form && *form ? form : "direct");
+        const char* form = std::getenv("CAB_ALIGN_FORM");  // as set (the plugin owns the default and the check)
+        line += fmt::format(", \"alignment\": \"cab-bc\", \"bridge\": \"mlp\", \"CAB_ALIGN_FORM\": {}",
+                            form && *form ? fmt::format("\"{}\"", form) : std::string("null"));
       }
       line += fmt::format(", \"device_waits_per_step\": {}", s.wait_for_loss ? 3 : 1);
       if (dist.launched) line += fmt::format(", \"world_size\": {}, \"collectives\": \"{}\"", dist.world_size, comm->backend());
