@@ -47,8 +47,8 @@ int64_t bridge_group() {
 /// subtracts the targets; "gram" works from the features' Gram matrices and never forms the outputs. Both compute
 /// the same sum (tested on the CPU; methods_test has a CUDA bf16 case for a machine with a GPU). "gram" is not the
 /// default yet: its CUDA path (the GEMMs' fp32-output overloads) has not run on the GPU host, nor has its speed
-/// been measured. An
-/// environment variable, not an option, for the same reason as CAB_BRIDGE_GROUP (speed, not the run's result).
+/// been measured. An environment variable, not an option, for the same reason as CAB_BRIDGE_GROUP (speed, not the
+/// run's result).
 bool gram_form() {
   const char* text = std::getenv("CAB_ALIGN_FORM");
   if (!text || !*text || std::string_view(text) == "direct") return false;
